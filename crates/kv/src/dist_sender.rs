@@ -1,0 +1,474 @@
+//! Routing requests to ranges: the node directory, the range cache and the `DistSender`.
+//!
+//! [`DistSender::send`] takes a batch over any keys, groups it by range (descriptors come from
+//! the [`RangeCache`], filled from the meta range on a miss), sends every group to its range's
+//! leaseholder — the local store directly, other nodes over gRPC — and retries: a
+//! `NotLeaseholder` answer moves to the named leaseholder (or the next replica), a
+//! `RangeNotFound`/`KeyOutOfRange` answer drops the cached descriptor and routes again. Scans
+//! are cut at range boundaries and stitched together in key order.
+//!
+//! The first range (meta and system keys) is never looked up in meta: its descriptor comes from
+//! the local store, the join answer or gossip, kept in the [`NodeDirectory`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bini_proto::node_client::NodeClient;
+use bini_proto::{
+    request, NodeInfo, RangeBatchRequest, RangeDescriptor, ReplicaKind, Request, Response,
+    ScanRequest,
+};
+use parking_lot::RwLock;
+use prost::Message as _;
+use tonic::transport::Channel;
+
+use crate::store::request_key;
+use crate::transport::endpoint;
+use crate::{keys, Error, NodeId, RangeId, Result, Store};
+
+/// What a node knows about the other nodes: addresses, liveness, load; and where the first
+/// range is.
+#[derive(Default)]
+pub struct NodeDirectory {
+    nodes: RwLock<HashMap<u64, NodeInfo>>,
+    first_range: RwLock<Option<RangeDescriptor>>,
+}
+
+impl NodeDirectory {
+    /// An empty directory.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The address of a node.
+    pub fn address(&self, node: NodeId) -> Option<String> {
+        self.nodes.read().get(&node.0).map(|n| n.address.clone()).filter(|a| !a.is_empty())
+    }
+
+    /// Learns a node's address (from a message it sent).
+    pub fn learn_address(&self, node: NodeId, address: &str) {
+        if node.0 == 0 || address.is_empty() {
+            return;
+        }
+        let mut nodes = self.nodes.write();
+        let e = nodes.entry(node.0).or_insert_with(|| NodeInfo { node_id: node.0, ..Default::default() });
+        if e.address != address {
+            e.address = address.to_string();
+        }
+    }
+
+    /// Merges node records, keeping the most recently updated of each.
+    pub fn merge(&self, infos: impl IntoIterator<Item = NodeInfo>) {
+        let mut nodes = self.nodes.write();
+        for info in infos {
+            if info.node_id == 0 {
+                continue;
+            }
+            match nodes.get(&info.node_id) {
+                Some(cur) if cur.updated_at_nanos > info.updated_at_nanos => {}
+                _ => {
+                    nodes.insert(info.node_id, info);
+                }
+            }
+        }
+    }
+
+    /// Every known node.
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        let mut v: Vec<_> = self.nodes.read().values().cloned().collect();
+        v.sort_by_key(|n| n.node_id);
+        v
+    }
+
+    /// The first range's descriptor, if known.
+    pub fn first_range(&self) -> Option<RangeDescriptor> {
+        self.first_range.read().clone()
+    }
+
+    /// Records the first range's descriptor if it is newer than the known one.
+    pub fn set_first_range(&self, desc: RangeDescriptor) {
+        let mut cur = self.first_range.write();
+        if cur.as_ref().is_none_or(|c| c.generation <= desc.generation) {
+            *cur = Some(desc);
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct CachedRange {
+    desc: RangeDescriptor,
+    leaseholder: Option<NodeId>,
+}
+
+/// Cached range descriptors keyed by end key, with the last known leaseholder of each.
+#[derive(Default)]
+pub struct RangeCache {
+    ranges: RwLock<BTreeMap<Vec<u8>, CachedRange>>,
+}
+
+impl RangeCache {
+    fn lookup(&self, key: &[u8]) -> Option<CachedRange> {
+        let ranges = self.ranges.read();
+        let (_, r) = ranges.range::<[u8], _>((Bound::Excluded(key), Bound::Unbounded)).next()?;
+        (r.desc.start_key.as_slice() <= key).then(|| r.clone())
+    }
+
+    fn insert(&self, desc: RangeDescriptor, leaseholder: Option<NodeId>) {
+        let mut ranges = self.ranges.write();
+        // Drop cached ranges that overlap the new one and are older.
+        let stale: Vec<Vec<u8>> = ranges
+            .range::<[u8], _>((Bound::Excluded(desc.start_key.as_slice()), Bound::Unbounded))
+            .take_while(|(_, r)| r.desc.start_key < desc.end_key)
+            .filter(|(_, r)| r.desc.generation <= desc.generation || r.desc.range_id == desc.range_id)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in stale {
+            ranges.remove(&k);
+        }
+        ranges.insert(desc.end_key.clone(), CachedRange { desc, leaseholder });
+    }
+
+    fn set_leaseholder(&self, desc: &RangeDescriptor, leaseholder: Option<NodeId>) {
+        if let Some(r) = self.ranges.write().get_mut(&desc.end_key) {
+            if r.desc.range_id == desc.range_id {
+                r.leaseholder = leaseholder;
+            }
+        }
+    }
+
+    fn evict(&self, desc: &RangeDescriptor) {
+        let mut ranges = self.ranges.write();
+        if ranges.get(&desc.end_key).is_some_and(|r| r.desc.range_id == desc.range_id) {
+            ranges.remove(&desc.end_key);
+        }
+    }
+}
+
+/// How long `send` keeps retrying before giving up.
+const SEND_DEADLINE: Duration = Duration::from_secs(15);
+
+/// Routes batches to ranges.
+pub struct DistSender {
+    local: RwLock<Option<Store>>,
+    directory: Arc<NodeDirectory>,
+    cache: RangeCache,
+    clients: RwLock<HashMap<String, NodeClient<Channel>>>,
+}
+
+impl DistSender {
+    /// A sender using `directory` for addresses; `local` serves ranges on this node directly.
+    pub fn new(directory: Arc<NodeDirectory>, local: Option<Store>) -> Self {
+        Self { local: RwLock::new(local), directory, cache: RangeCache::default(), clients: RwLock::new(HashMap::new()) }
+    }
+
+    /// Sets the local store once it exists.
+    pub fn set_local(&self, store: Store) {
+        *self.local.write() = Some(store);
+    }
+
+    /// The node directory.
+    pub fn directory(&self) -> &Arc<NodeDirectory> {
+        &self.directory
+    }
+
+    fn client(&self, addr: &str) -> Option<NodeClient<Channel>> {
+        if let Some(c) = self.clients.read().get(addr) {
+            return Some(c.clone());
+        }
+        let ch = endpoint(addr)?.connect_lazy();
+        let c = NodeClient::new(ch).max_decoding_message_size(256 << 20).max_encoding_message_size(256 << 20);
+        self.clients.write().insert(addr.to_string(), c.clone());
+        Some(c)
+    }
+
+    /// Sends a batch addressed to one range to one node.
+    async fn send_to_node(&self, node: NodeId, range: RangeId, requests: Vec<Request>) -> Result<Vec<Response>> {
+        let local = self.local.read().clone();
+        if let Some(store) = local.filter(|s| s.node_id() == node) {
+            return store.execute(range, requests).await;
+        }
+        let addr = self.directory.address(node).ok_or_else(|| Error::Unreachable {
+            node,
+            reason: "address unknown".into(),
+        })?;
+        let mut client = self.client(&addr).ok_or_else(|| Error::Unreachable { node, reason: format!("bad address {addr}") })?;
+        let req = RangeBatchRequest { range_id: range.0, requests };
+        let resp = tokio::time::timeout(Duration::from_secs(6), client.range_batch(req))
+            .await
+            .map_err(|_| Error::Timeout(format!("range {range} on node {node}")))?
+            .map_err(|s| Error::Unreachable { node, reason: s.message().to_string() })?
+            .into_inner();
+        match resp.error {
+            Some(e) => Err(Error::from_range_error(range, e)),
+            None => Ok(resp.responses),
+        }
+    }
+
+    /// The descriptor of the range holding `key`.
+    async fn range_for(&self, key: &[u8]) -> Result<CachedRange> {
+        if key < keys::USER_START {
+            let desc = self.first_range().ok_or(Error::NotInitialized)?;
+            let leaseholder = self.cache.lookup(key).filter(|c| c.desc.range_id == desc.range_id).and_then(|c| c.leaseholder);
+            if self.cache.lookup(key).is_none_or(|c| c.desc.generation < desc.generation) {
+                self.cache.insert(desc.clone(), leaseholder);
+            }
+            return Ok(CachedRange { desc, leaseholder });
+        }
+        if let Some(c) = self.cache.lookup(key) {
+            return Ok(c);
+        }
+        // Meta lookup: the first meta entry after meta_key(key) is the range ending after key.
+        let mut start = keys::meta_key(key);
+        start.push(0);
+        let scan = Request {
+            kind: Some(request::Kind::Scan(ScanRequest {
+                start_key: start,
+                end_key: keys::SYSTEM_START.to_vec(),
+                limit: 1,
+            })),
+        };
+        let resp = Box::pin(self.send_one_range(scan)).await?;
+        let row = resp
+            .rows
+            .first()
+            .ok_or_else(|| Error::InvalidRequest(format!("no range holds key {}", keys::pretty(key))))?;
+        let desc = RangeDescriptor::decode(row.value.as_slice())?;
+        self.cache.insert(desc.clone(), None);
+        Ok(CachedRange { desc, leaseholder: None })
+    }
+
+    fn first_range(&self) -> Option<RangeDescriptor> {
+        if let Some(store) = self.local.read().as_ref() {
+            if let Ok(d) = store.descriptor(crate::FIRST_RANGE_ID) {
+                self.directory.set_first_range(d);
+            }
+        }
+        self.directory.first_range()
+    }
+
+    /// Sends one request that falls in a single range (used for meta lookups).
+    async fn send_one_range(&self, req: Request) -> Result<Response> {
+        let key = request_key(&req).map(<[u8]>::to_vec).unwrap_or_default();
+        let mut out = self.send_to_range_with_retry(&key, vec![req]).await?;
+        out.pop().ok_or_else(|| Error::InvalidRequest("empty response".into()))
+    }
+
+    /// Sends requests that all fall in the range holding `key`, retrying as needed.
+    async fn send_to_range_with_retry(&self, key: &[u8], requests: Vec<Request>) -> Result<Vec<Response>> {
+        let deadline = Instant::now() + SEND_DEADLINE;
+        let mut backoff = Duration::from_millis(5);
+        let mut last_err = None;
+        while Instant::now() < deadline {
+            let cached = match self.range_for(key).await {
+                Ok(c) => c,
+                Err(e) if e.is_retryable() || matches!(e, Error::Timeout(_)) => {
+                    last_err = Some(e);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(200));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            match self.try_replicas(&cached, &requests).await {
+                Ok(r) => return Ok(r),
+                Err(e) => {
+                    let retry = e.is_retryable() || (matches!(e, Error::Timeout(_)) && idempotent(&requests));
+                    if !retry {
+                        return Err(e);
+                    }
+                    if matches!(e, Error::RangeNotFound(_) | Error::KeyOutOfRange { .. }) || matches!(e, Error::NotLeaseholder { .. }) {
+                        self.cache.evict(&cached.desc);
+                    }
+                    if let Error::KeyOutOfRange { descriptor: Some(d), .. } | Error::NotLeaseholder { descriptor: Some(d), .. } = &e {
+                        if d.start_key.as_slice() <= key && key < d.end_key.as_slice() && d.generation >= cached.desc.generation {
+                            self.cache.insert(d.clone(), None);
+                        }
+                    }
+                    tracing::debug!(error = %e, "retrying range request");
+                    last_err = Some(e);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(200));
+                }
+            }
+        }
+        Err(last_err.unwrap_or_else(|| Error::Timeout("routing".into())))
+    }
+
+    /// Tries the cached leaseholder first, then every replica; follows leaseholder hints.
+    async fn try_replicas(&self, cached: &CachedRange, requests: &[Request]) -> Result<Vec<Response>> {
+        let range = RangeId(cached.desc.range_id);
+        let mut order: Vec<NodeId> = Vec::new();
+        if let Some(l) = cached.leaseholder {
+            order.push(l);
+        }
+        for r in &cached.desc.replicas {
+            if r.kind == ReplicaKind::Voter as i32 && !order.contains(&NodeId(r.node_id)) {
+                order.push(NodeId(r.node_id));
+            }
+        }
+        let mut last = Error::RangeNotFound(range);
+        let mut i = 0;
+        let mut hops = 0;
+        while i < order.len() && hops < 8 {
+            let node = order[i];
+            hops += 1;
+            match self.send_to_node(node, range, requests.to_vec()).await {
+                Ok(r) => {
+                    if cached.leaseholder != Some(node) {
+                        self.cache.set_leaseholder(&cached.desc, Some(node));
+                    }
+                    return Ok(r);
+                }
+                Err(Error::NotLeaseholder { leaseholder: Some(l), .. }) if !order[..=i].contains(&l) => {
+                    order.insert(i + 1, l);
+                    last = Error::NotLeaseholder { range, leaseholder: Some(l), descriptor: None };
+                }
+                Err(e @ (Error::NotLeaseholder { .. } | Error::Unreachable { .. } | Error::Timeout(_) | Error::ProposalDropped(_))) => {
+                    if matches!(e, Error::Timeout(_)) && !idempotent(requests) {
+                        return Err(e);
+                    }
+                    last = e;
+                }
+                Err(e) => return Err(e),
+            }
+            i += 1;
+        }
+        Err(last)
+    }
+
+    /// Sends a batch over any keys; answers come back in request order.
+    pub async fn send(&self, requests: Vec<Request>) -> Result<Vec<Response>> {
+        let mut out: Vec<Option<Response>> = vec![None; requests.len()];
+        // Group point requests by range; scans run on their own.
+        let mut groups: Vec<(Vec<u8>, Vec<usize>)> = Vec::new();
+        let mut by_range: HashMap<u64, usize> = HashMap::new();
+        let mut scans = Vec::new();
+        for (i, r) in requests.iter().enumerate() {
+            match &r.kind {
+                Some(request::Kind::Scan(_)) => scans.push(i),
+                Some(request::Kind::PutDescriptor(d)) => {
+                    let key = keys::meta_key(&d.end_key);
+                    groups.push((key, vec![i]));
+                }
+                Some(_) => {
+                    let key = request_key(r).map(<[u8]>::to_vec).unwrap_or_default();
+                    if !keys::is_user_addressable(&key) {
+                        return Err(Error::InvalidRequest(format!("key {} is outside the addressable keyspace", keys::pretty(&key))));
+                    }
+                    let range = self.range_for(&key).await.map(|c| c.desc.range_id).unwrap_or(0);
+                    match by_range.get(&range) {
+                        Some(&g) if range != 0 => groups[g].1.push(i),
+                        _ => {
+                            by_range.insert(range, groups.len());
+                            groups.push((key, vec![i]));
+                        }
+                    }
+                }
+                None => return Err(Error::InvalidRequest("empty request".into())),
+            }
+        }
+        let futs = groups.into_iter().map(|(key, idx)| {
+            let reqs: Vec<Request> = idx.iter().map(|&i| requests[i].clone()).collect();
+            async move { (idx.clone(), self.send_group(key, reqs).await) }
+        });
+        for (idx, res) in futures::future::join_all(futs).await {
+            for (i, r) in idx.into_iter().zip(res?) {
+                out[i] = Some(r);
+            }
+        }
+        for i in scans {
+            let Some(request::Kind::Scan(s)) = &requests[i].kind else { unreachable!("filtered above") };
+            out[i] = Some(self.scan(s.clone()).await?);
+        }
+        Ok(out.into_iter().map(Option::unwrap_or_default).collect())
+    }
+
+    /// Sends a group routed together; if the range split meanwhile, routes each request anew.
+    async fn send_group(&self, key: Vec<u8>, reqs: Vec<Request>) -> Result<Vec<Response>> {
+        match self.send_to_range_with_retry(&key, reqs.clone()).await {
+            Err(Error::KeyOutOfRange { .. }) if reqs.len() > 1 => {
+                let mut out = Vec::with_capacity(reqs.len());
+                for r in reqs {
+                    let k = request_key(&r).map(<[u8]>::to_vec).unwrap_or_default();
+                    out.extend(self.send_to_range_with_retry(&k, vec![r]).await?);
+                }
+                Ok(out)
+            }
+            other => other,
+        }
+    }
+
+    async fn scan(&self, s: ScanRequest) -> Result<Response> {
+        let end = if s.end_key.is_empty() { keys::KEY_MAX.to_vec() } else { s.end_key.clone() };
+        if s.start_key.as_slice() < keys::META_START || end.as_slice() > keys::KEY_MAX {
+            return Err(Error::InvalidRequest("scan outside the addressable keyspace".into()));
+        }
+        let mut rows = Vec::new();
+        let mut start = s.start_key.clone();
+        let limit = if s.limit == 0 { usize::MAX } else { s.limit as usize };
+        let mut resume_key = Vec::new();
+        while start < end && rows.len() < limit {
+            let cached = self.range_for(&start).await?;
+            let range_end = std::cmp::min(cached.desc.end_key.clone(), end.clone());
+            let req = Request {
+                kind: Some(request::Kind::Scan(ScanRequest {
+                    start_key: start.clone(),
+                    end_key: range_end.clone(),
+                    limit: (limit - rows.len()).min(u64::MAX as usize) as u64,
+                })),
+            };
+            let resp = match self.send_to_range_with_retry(&start, vec![req]).await {
+                Ok(mut r) => r.pop().unwrap_or_default(),
+                Err(Error::KeyOutOfRange { .. }) => {
+                    self.cache.evict(&cached.desc);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            rows.extend(resp.rows);
+            if !resp.resume_key.is_empty() {
+                resume_key = resp.resume_key;
+                break;
+            }
+            start = range_end;
+        }
+        Ok(Response { rows, resume_key, ..Default::default() })
+    }
+
+    /// Every range descriptor in meta, in key order, starting with the first range.
+    pub async fn all_ranges(&self) -> Result<Vec<RangeDescriptor>> {
+        let mut start = keys::meta_key(keys::USER_START);
+        start.push(0);
+        let resp = self
+            .scan(ScanRequest { start_key: start, end_key: keys::SYSTEM_START.to_vec(), limit: 0 })
+            .await?;
+        let mut out = Vec::new();
+        if let Some(first) = self.first_range() {
+            out.push(first);
+        }
+        for row in resp.rows {
+            out.push(RangeDescriptor::decode(row.value.as_slice())?);
+        }
+        Ok(out)
+    }
+
+    /// The cached leaseholder of a range, if any.
+    pub fn cached_leaseholder(&self, key: &[u8]) -> Option<NodeId> {
+        self.cache.lookup(key).and_then(|c| c.leaseholder)
+    }
+}
+
+fn idempotent(requests: &[Request]) -> bool {
+    requests.iter().all(|r| {
+        matches!(
+            r.kind,
+            Some(request::Kind::Get(_))
+                | Some(request::Kind::Scan(_))
+                | Some(request::Kind::Put(_))
+                | Some(request::Kind::Delete(_))
+                | Some(request::Kind::PutDescriptor(_))
+        )
+    })
+}

@@ -1,0 +1,704 @@
+//! One replica of one range: its `RawNode`, its lease, and how committed commands apply.
+//!
+//! A replica is owned by the store thread. What other threads need — the descriptor for
+//! routing checks, whether the lease is valid for a read — is mirrored into
+//! [`ReplicaShared`] under a lock that readers hold while they read the engine, so a read
+//! never straddles a split or a replica removal.
+//!
+//! # Leases
+//!
+//! The Raft leader is the leaseholder. Its lease runs until `proposed_at + lease_duration` for
+//! the latest of its own proposals that committed in its current term (including the empty
+//! entry every new leader appends). A commit means a quorum accepted the entry after
+//! `proposed_at`; with check-quorum on, each of those followers refuses to vote for anyone for
+//! an election timeout after hearing from the leader. Any new leader needs one of their votes,
+//! so no other replica can lead — or acknowledge a write — before `proposed_at +
+//! election_timeout`, which is later than the lease's end. A deposed or partitioned leader
+//! therefore stops serving reads before anyone else can acknowledge a write. Before handing
+//! leadership away (`transfer_leader`) the lease is dropped first, and a freshly restarted store
+//! refuses votes for an election timeout (it has forgotten whom it heard from).
+//!
+//! # Applying
+//!
+//! Committed entries apply in log order into the store's apply batch. Writes are evaluated at
+//! apply time (`cput` and `increment` read the current value), deterministically, so every
+//! replica reaches the same state. Reads inside a write batch see earlier writes of the same
+//! round through an overlay.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bini_mvcc::{mvcc_delete, mvcc_get, mvcc_latest_timestamp, mvcc_put, Timestamp};
+use bini_proto::{
+    request, AppliedState, RaftCommand, RangeDescriptor, ReplicaKind, Request, Response,
+};
+use bini_storage::{Cf, Engine, WriteBatch};
+use parking_lot::RwLock;
+use prost::Message as _;
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChangeV2, ConfState, Entry, EntryType};
+use raft::{RawNode, StateRole};
+
+use crate::raft_log::RaftLog;
+use crate::{keys, Error, NodeId, RangeId, Result, StoreConfig};
+
+/// Where a proposer waits for its result.
+pub(crate) type Responder = tokio::sync::oneshot::Sender<Result<Vec<Response>>>;
+
+/// What readers on other threads see of a replica.
+#[derive(Debug, Clone, Default)]
+pub struct SharedState {
+    /// The applied descriptor.
+    pub desc: RangeDescriptor,
+    /// The Raft leader as last seen (0 if unknown).
+    pub leader: u64,
+    /// The current Raft term.
+    pub term: u64,
+    /// Until when this replica may serve reads as leaseholder.
+    pub lease_expiry: Option<Instant>,
+    /// Applied index.
+    pub applied_index: u64,
+    /// Approximate bytes of data in the range.
+    pub approx_bytes: u64,
+    /// Whether the replica has data (an uninitialised replica waits for a snapshot).
+    pub initialized: bool,
+    /// Set when the replica is removed; readers must treat the range as absent.
+    pub destroyed: bool,
+    /// Snapshots this replica has applied.
+    pub snapshots_applied: u64,
+}
+
+/// The part of a replica shared with reader threads.
+pub struct ReplicaShared {
+    /// The range.
+    pub range_id: RangeId,
+    /// Mirrored state.
+    pub state: RwLock<SharedState>,
+    /// Milliseconds (since store start) of the last lease read, to decide renewals.
+    pub last_read_ms: AtomicU64,
+}
+
+impl SharedState {
+    /// Whether `node` holds a valid lease at `now`.
+    pub fn lease_valid(&self, node: NodeId, now: Instant) -> bool {
+        self.leader == node.0 && self.lease_expiry.is_some_and(|e| e > now)
+    }
+
+    /// Whether the key is in the applied span.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.initialized && key >= self.desc.start_key.as_slice() && key < self.desc.end_key.as_slice()
+    }
+}
+
+struct Pending {
+    id: u64,
+    proposed_at: Instant,
+    responder: Option<Responder>,
+}
+
+/// Something applying an entry requires of the store beyond this replica.
+pub(crate) enum Effect {
+    /// A split applied: create the right-hand range.
+    Split { right: RangeDescriptor, right_bytes: u64, was_leader: bool },
+    /// This replica is no longer part of the range.
+    Removed,
+    /// The descriptor changed; the leaseholder updates the meta range.
+    DescriptorChanged,
+}
+
+/// A replica, owned by the store thread.
+pub(crate) struct Replica {
+    pub range_id: RangeId,
+    pub node_id: NodeId,
+    pub raw: RawNode<RaftLog>,
+    pub shared: Arc<ReplicaShared>,
+    pub desc: RangeDescriptor,
+    pub applied_index: u64,
+    pub applied_term: u64,
+    pub approx_bytes: u64,
+    pub initialized: bool,
+    pending: BTreeMap<u64, Pending>,
+    leader_since: Option<Instant>,
+    lease_expiry: Option<Instant>,
+    /// While set, the lease may not be extended (a leadership transfer is under way).
+    lease_blocked_until: Option<Instant>,
+    lease_duration: std::time::Duration,
+    /// When the last split of this replica was proposed, to avoid proposing twice.
+    pub last_split_proposed: Option<Instant>,
+}
+
+/// State passed through the application of one round.
+pub(crate) struct ApplyContext<'a> {
+    pub engine: &'a dyn Engine,
+    pub batch: WriteBatch,
+    /// Latest values written in this round: user key → (timestamp, value or tombstone).
+    pub overlay: HashMap<Vec<u8>, (Timestamp, Option<Vec<u8>>)>,
+    /// Results to deliver once the batch is written.
+    pub responses: Vec<(Responder, Result<Vec<Response>>)>,
+}
+
+impl ApplyContext<'_> {
+    fn read(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if let Some((_, v)) = self.overlay.get(key) {
+            return Ok(v.clone());
+        }
+        Ok(mvcc_get(self.engine, key, Timestamp::MAX)?)
+    }
+
+    fn latest_ts(&self, key: &[u8]) -> Result<Option<Timestamp>> {
+        if let Some((ts, _)) = self.overlay.get(key) {
+            return Ok(Some(*ts));
+        }
+        Ok(mvcc_latest_timestamp(self.engine, key)?)
+    }
+
+    /// Writes a version above every existing one, so "latest" reads always see the newest
+    /// write even when a new leaseholder's clock runs behind the previous one's.
+    fn write(&mut self, key: &[u8], ts: Timestamp, value: Option<&[u8]>) -> Result<u64> {
+        let ts = match self.latest_ts(key)? {
+            Some(latest) if latest >= ts => latest.next(),
+            _ => ts,
+        };
+        match value {
+            Some(v) => mvcc_put(&mut self.batch, key, ts, v),
+            None => mvcc_delete(&mut self.batch, key, ts),
+        }
+        self.overlay.insert(key.to_vec(), (ts, value.map(<[u8]>::to_vec)));
+        Ok((key.len() + value.map_or(0, <[u8]>::len) + 16) as u64)
+    }
+}
+
+/// Reads the applied state of a range from the engine.
+pub(crate) fn load_applied_state(engine: &dyn Engine, range: RangeId) -> Result<Option<AppliedState>> {
+    match engine.get(Cf::Data, &keys::applied_state_key(range))? {
+        Some(b) => Ok(Some(AppliedState::decode(b.as_slice())?)),
+        None => Ok(None),
+    }
+}
+
+/// The Raft configuration implied by a descriptor.
+pub(crate) fn conf_state_of(desc: &RangeDescriptor) -> ConfState {
+    let mut cs = ConfState::default();
+    for r in &desc.replicas {
+        if r.kind == ReplicaKind::Learner as i32 {
+            cs.learners.push(r.node_id);
+        } else {
+            cs.voters.push(r.node_id);
+        }
+    }
+    cs
+}
+
+fn conf_state_from_applied(s: &AppliedState) -> ConfState {
+    let mut cs = ConfState::default();
+    cs.voters = s.voters.clone();
+    cs.learners = s.learners.clone();
+    cs.voters_outgoing = s.voters_outgoing.clone();
+    cs.learners_next = s.learners_next.clone();
+    cs.auto_leave = s.auto_leave;
+    cs
+}
+
+/// Initial Raft position of a range created by bootstrap or split: its log starts truncated at
+/// this index and term, so a follower that does not have the range yet needs a snapshot (or the
+/// split) to join, never a partial log.
+pub(crate) const RAFT_INIT_INDEX: u64 = 5;
+
+/// Writes the initial state of a new range (bootstrap or the right side of a split).
+pub(crate) fn write_initial_state(
+    batch: &mut WriteBatch,
+    desc: &RangeDescriptor,
+    approx_bytes: u64,
+    hard_state_term: u64,
+    vote: u64,
+) -> Result<()> {
+    let range = RangeId(desc.range_id);
+    let cs = conf_state_of(desc);
+    let applied = AppliedState {
+        index: RAFT_INIT_INDEX,
+        term: RAFT_INIT_INDEX,
+        approximate_bytes: approx_bytes,
+        descriptor: Some(desc.clone()),
+        voters: cs.voters.clone(),
+        learners: cs.learners.clone(),
+        ..Default::default()
+    };
+    batch.put(Cf::Data, keys::applied_state_key(range), applied.encode_to_vec());
+    let mut hs = raft::eraftpb::HardState::default();
+    hs.term = hard_state_term.max(RAFT_INIT_INDEX);
+    hs.vote = if hard_state_term > RAFT_INIT_INDEX { vote } else { 0 };
+    hs.commit = RAFT_INIT_INDEX;
+    batch.put(
+        Cf::Raft,
+        keys::raft_hard_state_key(range),
+        hs.write_to_bytes().map_err(|e| Error::Decode(e.to_string()))?,
+    );
+    let mut t = RAFT_INIT_INDEX.to_be_bytes().to_vec();
+    t.extend_from_slice(&RAFT_INIT_INDEX.to_be_bytes());
+    batch.put(Cf::Raft, keys::raft_truncated_key(range), t);
+    batch.delete(Cf::Data, keys::tombstone_key(range));
+    Ok(())
+}
+
+impl Replica {
+    /// Opens a replica from the engine; with no applied state it is uninitialised (it waits for
+    /// a snapshot).
+    pub fn open(
+        range_id: RangeId,
+        node_id: NodeId,
+        engine: Arc<dyn Engine>,
+        config: &StoreConfig,
+        logger: &slog::Logger,
+    ) -> Result<Self> {
+        let applied = load_applied_state(engine.as_ref(), range_id)?;
+        let initialized = applied.is_some();
+        let applied = applied.unwrap_or_default();
+        let desc = applied.descriptor.clone().unwrap_or(RangeDescriptor {
+            range_id: range_id.0,
+            ..Default::default()
+        });
+        let log = RaftLog::load(
+            range_id,
+            engine,
+            conf_state_from_applied(&applied),
+            applied.index,
+            applied.term,
+            desc.clone(),
+        )?;
+        let raft_config = raft::Config {
+            id: node_id.0,
+            election_tick: config.raft_election_ticks,
+            heartbeat_tick: config.raft_heartbeat_ticks,
+            applied: applied.index,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            check_quorum: true,
+            pre_vote: true,
+            ..Default::default()
+        };
+        let raw = RawNode::new(&raft_config, log, logger)?;
+        let shared = Arc::new(ReplicaShared {
+            range_id,
+            state: RwLock::new(SharedState {
+                desc: desc.clone(),
+                applied_index: applied.index,
+                approx_bytes: applied.approximate_bytes,
+                initialized,
+                term: raw.raft.term,
+                ..Default::default()
+            }),
+            last_read_ms: AtomicU64::new(0),
+        });
+        Ok(Self {
+            range_id,
+            node_id,
+            raw,
+            shared,
+            desc,
+            applied_index: applied.index,
+            applied_term: applied.term,
+            approx_bytes: applied.approximate_bytes,
+            initialized,
+            pending: BTreeMap::new(),
+            leader_since: None,
+            lease_expiry: None,
+            lease_blocked_until: None,
+            lease_duration: config.lease_duration(),
+            last_split_proposed: None,
+        })
+    }
+
+    /// Whether this replica is the Raft leader.
+    pub fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    /// Whether the lease is valid now.
+    pub fn lease_valid(&self, now: Instant) -> bool {
+        self.is_leader() && self.lease_expiry.is_some_and(|e| e > now)
+    }
+
+    /// When the lease ends, if held.
+    pub fn lease_expiry(&self) -> Option<Instant> {
+        self.lease_expiry.filter(|_| self.is_leader())
+    }
+
+    /// Reacts to a change of Raft role or leader.
+    pub fn on_soft_state(&mut self, leader: u64, role: StateRole) {
+        if role == StateRole::Leader {
+            if self.leader_since.is_none() {
+                self.leader_since = Some(Instant::now());
+                tracing::info!(range_id = self.range_id.0, term = self.raw.raft.term, "became leader");
+            }
+        } else {
+            self.leader_since = None;
+            self.lease_expiry = None;
+        }
+        let mut s = self.shared.state.write();
+        s.leader = leader;
+        s.term = self.raw.raft.term;
+        s.lease_expiry = self.lease_expiry;
+    }
+
+    /// Stops extending the lease and drops it, before handing leadership to another replica.
+    pub fn drop_lease(&mut self, for_how_long: std::time::Duration) {
+        self.lease_expiry = None;
+        self.lease_blocked_until = Some(Instant::now() + for_how_long);
+        self.shared.state.write().lease_expiry = None;
+    }
+
+    fn extend_lease(&mut self, from: Instant) {
+        if !self.is_leader() {
+            return;
+        }
+        if let Some(until) = self.lease_blocked_until {
+            if Instant::now() < until {
+                return;
+            }
+            self.lease_blocked_until = None;
+        }
+        let expiry = from + self.lease_duration;
+        if self.lease_expiry.is_none_or(|e| e < expiry) {
+            self.lease_expiry = Some(expiry);
+            self.shared.state.write().lease_expiry = Some(expiry);
+        }
+    }
+
+    /// Proposes a command; the responder is answered when it applies or is dropped.
+    pub fn propose(&mut self, id: u64, data: Vec<u8>, responder: Option<Responder>) {
+        let proposed_at = Instant::now();
+        let before = self.raw.raft.raft_log.last_index();
+        match self.raw.propose(id.to_be_bytes().to_vec(), data) {
+            Ok(()) if self.raw.raft.raft_log.last_index() > before => {
+                let index = self.raw.raft.raft_log.last_index();
+                self.pending.insert(index, Pending { id, proposed_at, responder });
+            }
+            _ => {
+                if let Some(r) = responder {
+                    let _ = r.send(Err(self.not_leaseholder()));
+                }
+            }
+        }
+    }
+
+    /// Proposes a configuration change carrying the new descriptor.
+    pub fn propose_conf_change(
+        &mut self,
+        id: u64,
+        cc: ConfChangeV2,
+        desc: &RangeDescriptor,
+        responder: Responder,
+    ) {
+        let proposed_at = Instant::now();
+        let before = self.raw.raft.raft_log.last_index();
+        let mut context = id.to_be_bytes().to_vec();
+        context.extend_from_slice(&desc.encode_to_vec());
+        match self.raw.propose_conf_change(context, cc) {
+            Ok(()) if self.raw.raft.raft_log.last_index() > before => {
+                let index = self.raw.raft.raft_log.last_index();
+                self.pending
+                    .insert(index, Pending { id, proposed_at, responder: Some(responder) });
+            }
+            Ok(()) => {
+                let _ = responder.send(Err(Error::ProposalDropped(self.range_id)));
+            }
+            Err(e) => {
+                let _ = responder.send(Err(Error::InvalidRequest(format!("conf change: {e}"))));
+            }
+        }
+    }
+
+    /// The error telling a client to go elsewhere.
+    pub fn not_leaseholder(&self) -> Error {
+        let leader = self.raw.raft.leader_id;
+        Error::NotLeaseholder {
+            range: self.range_id,
+            leaseholder: (leader != 0 && leader != self.node_id.0).then_some(NodeId(leader)),
+            descriptor: Some(self.desc.clone()),
+        }
+    }
+
+    /// Fails every pending proposal (the replica is going away).
+    pub fn fail_pending(&mut self, err: impl Fn() -> Error) {
+        for (_, p) in std::mem::take(&mut self.pending) {
+            if let Some(r) = p.responder {
+                let _ = r.send(Err(err()));
+            }
+        }
+    }
+
+    /// Resolves pending proposals up to `index`, delivering `result` to the one at `index` if
+    /// its id matches `id`. Returns when it was proposed, if it was ours.
+    fn resolve(
+        &mut self,
+        index: u64,
+        id: Option<u64>,
+        result: Result<Vec<Response>>,
+        ctx: &mut ApplyContext<'_>,
+    ) -> Option<Instant> {
+        let mut ours = None;
+        let mut result = Some(result);
+        while let Some(entry) = self.pending.first_entry() {
+            if *entry.key() > index {
+                break;
+            }
+            let (i, p) = entry.remove_entry();
+            let matched = i == index && Some(p.id) == id;
+            if matched {
+                ours = Some(p.proposed_at);
+            }
+            if let Some(r) = p.responder {
+                let res = if matched {
+                    result.take().unwrap_or(Err(Error::ProposalDropped(self.range_id)))
+                } else {
+                    Err(Error::ProposalDropped(self.range_id))
+                };
+                ctx.responses.push((r, res));
+            }
+        }
+        ours
+    }
+
+    /// Applies committed entries into the round's batch.
+    pub fn apply_entries(
+        &mut self,
+        entries: Vec<Entry>,
+        ctx: &mut ApplyContext<'_>,
+        effects: &mut Vec<Effect>,
+    ) -> Result<()> {
+        let mut conf_changed = None;
+        for entry in entries {
+            if entry.index <= self.applied_index {
+                continue;
+            }
+            let id = (entry.context.len() >= 8)
+                .then(|| u64::from_be_bytes(entry.context[..8].try_into().expect("8 bytes")));
+            let result = match entry.get_entry_type() {
+                EntryType::EntryNormal if entry.data.is_empty() => {
+                    // A new leader's first entry: its lease starts from when it took over.
+                    if self.is_leader() && entry.term == self.raw.raft.term {
+                        if let Some(since) = self.leader_since {
+                            self.extend_lease(since);
+                        }
+                    }
+                    Ok(Vec::new())
+                }
+                EntryType::EntryNormal => match RaftCommand::decode(entry.data.as_ref()) {
+                    Ok(cmd) => self.apply_command(cmd, ctx, effects),
+                    Err(e) => Err(Error::Decode(e.to_string())),
+                },
+                EntryType::EntryConfChangeV2 | EntryType::EntryConfChange => {
+                    let cc = if entry.get_entry_type() == EntryType::EntryConfChangeV2 {
+                        ConfChangeV2::parse_from_bytes(&entry.data)
+                            .map_err(|e| Error::Decode(e.to_string()))?
+                    } else {
+                        raft::eraftpb::ConfChange::parse_from_bytes(&entry.data)
+                            .map_err(|e| Error::Decode(e.to_string()))?
+                            .into_v2()
+                    };
+                    let cs = self.raw.apply_conf_change(&cc)?;
+                    if entry.context.len() > 8 {
+                        let desc = RangeDescriptor::decode(&entry.context[8..])?;
+                        self.desc = desc;
+                        effects.push(Effect::DescriptorChanged);
+                    }
+                    let member = cs
+                        .voters
+                        .iter()
+                        .chain(&cs.learners)
+                        .chain(&cs.voters_outgoing)
+                        .chain(&cs.learners_next)
+                        .any(|&n| n == self.node_id.0);
+                    if !member {
+                        effects.push(Effect::Removed);
+                    }
+                    tracing::info!(range_id = self.range_id.0, voters = ?cs.voters, learners = ?cs.learners,
+                        outgoing = ?cs.voters_outgoing, "applied configuration change");
+                    conf_changed = Some(cs);
+                    Ok(Vec::new())
+                }
+            };
+            self.applied_index = entry.index;
+            self.applied_term = entry.term;
+            if let Some(proposed_at) = self.resolve(entry.index, id, result, ctx) {
+                if entry.term == self.raw.raft.term {
+                    self.extend_lease(proposed_at);
+                }
+            }
+        }
+        let cs = conf_changed.clone().unwrap_or_else(|| self.raw.raft.prs().conf().to_conf_state());
+        let applied = AppliedState {
+            index: self.applied_index,
+            term: self.applied_term,
+            approximate_bytes: self.approx_bytes,
+            descriptor: Some(self.desc.clone()),
+            voters: cs.voters.clone(),
+            learners: cs.learners.clone(),
+            voters_outgoing: cs.voters_outgoing.clone(),
+            learners_next: cs.learners_next.clone(),
+            auto_leave: cs.auto_leave,
+        };
+        ctx.batch.put(Cf::Data, keys::applied_state_key(self.range_id), applied.encode_to_vec());
+        let (index, term, desc) = (self.applied_index, self.applied_term, self.desc.clone());
+        self.raw.mut_store().set_applied(index, term, conf_changed, &desc);
+        Ok(())
+    }
+
+    fn apply_command(
+        &mut self,
+        cmd: RaftCommand,
+        ctx: &mut ApplyContext<'_>,
+        effects: &mut Vec<Effect>,
+    ) -> Result<Vec<Response>> {
+        if cmd.lease_renewal {
+            return Ok(Vec::new());
+        }
+        if let Some(split) = cmd.split {
+            return self.apply_split(split, ctx, effects).map(|_| Vec::new());
+        }
+        let ts = cmd.timestamp.map(|t| Timestamp::new(t.wall, t.logical)).unwrap_or_default();
+        let mut out = Vec::with_capacity(cmd.requests.len());
+        for req in cmd.requests {
+            out.push(self.apply_request(req, ts, ctx)?);
+        }
+        Ok(out)
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<()> {
+        if key >= self.desc.start_key.as_slice() && key < self.desc.end_key.as_slice() {
+            Ok(())
+        } else {
+            Err(Error::KeyOutOfRange {
+                range: self.range_id,
+                key: keys::pretty(key),
+                descriptor: Some(self.desc.clone()),
+            })
+        }
+    }
+
+    fn apply_request(
+        &mut self,
+        req: Request,
+        ts: Timestamp,
+        ctx: &mut ApplyContext<'_>,
+    ) -> Result<Response> {
+        let mut resp = Response::default();
+        match req.kind {
+            Some(request::Kind::Put(p)) => {
+                self.check_key(&p.key)?;
+                self.approx_bytes += ctx.write(&p.key, ts, Some(&p.value))?;
+            }
+            Some(request::Kind::Delete(d)) => {
+                self.check_key(&d.key)?;
+                ctx.write(&d.key, ts, None)?;
+            }
+            Some(request::Kind::Cput(c)) => {
+                self.check_key(&c.key)?;
+                let cur = ctx.read(&c.key)?;
+                let holds = match &cur {
+                    None => c.expected_absent,
+                    Some(v) => !c.expected_absent && *v == c.expected,
+                };
+                if holds {
+                    self.approx_bytes += ctx.write(&c.key, ts, Some(&c.value))?;
+                } else {
+                    resp.value = cur;
+                }
+                resp.succeeded = holds;
+            }
+            Some(request::Kind::Increment(i)) => {
+                self.check_key(&i.key)?;
+                let cur = match ctx.read(&i.key)? {
+                    None => 0,
+                    Some(v) => i64::from_be_bytes(v.as_slice().try_into().map_err(|_| {
+                        Error::InvalidRequest(format!("{} is not an integer", keys::pretty(&i.key)))
+                    })?),
+                };
+                let new = cur.wrapping_add(i.delta);
+                self.approx_bytes += ctx.write(&i.key, ts, Some(&new.to_be_bytes()))?;
+                resp.integer = new;
+            }
+            Some(request::Kind::Get(g)) => {
+                self.check_key(&g.key)?;
+                resp.value = ctx.read(&g.key)?;
+            }
+            Some(request::Kind::PutDescriptor(desc)) => {
+                let key = keys::meta_key(&desc.end_key);
+                self.check_key(&key)?;
+                let write = match ctx.read(&key)? {
+                    None => true,
+                    Some(b) => {
+                        let cur = RangeDescriptor::decode(b.as_slice())?;
+                        cur.generation < desc.generation
+                            || (cur.range_id == desc.range_id && cur.generation <= desc.generation)
+                    }
+                };
+                if write {
+                    self.approx_bytes += ctx.write(&key, ts, Some(&desc.encode_to_vec()))?;
+                }
+                resp.succeeded = write;
+            }
+            Some(request::Kind::Scan(_)) => {
+                return Err(Error::InvalidRequest(
+                    "a scan cannot share a batch with writes".into(),
+                ))
+            }
+            None => return Err(Error::InvalidRequest("empty request".into())),
+        }
+        Ok(resp)
+    }
+
+    fn apply_split(
+        &mut self,
+        split: bini_proto::SplitTrigger,
+        ctx: &mut ApplyContext<'_>,
+        effects: &mut Vec<Effect>,
+    ) -> Result<()> {
+        let (Some(left), Some(right)) = (split.left, split.right) else {
+            return Err(Error::InvalidRequest("split without descriptors".into()));
+        };
+        let valid = left.range_id == self.desc.range_id
+            && left.start_key == self.desc.start_key
+            && right.end_key == self.desc.end_key
+            && left.end_key == right.start_key
+            && left.start_key < left.end_key
+            && right.start_key < right.end_key
+            && left.generation == self.desc.generation + 1;
+        if !valid {
+            return Err(Error::InvalidRequest(format!(
+                "stale split of range {} (generation {})",
+                self.range_id, self.desc.generation
+            )));
+        }
+        let (lower, upper) = crate::snapshot::data_span(&right);
+        let mut right_bytes = 0u64;
+        let mut it = ctx.engine.iter(Cf::Data, &lower, &upper);
+        it.seek_to_first();
+        while it.valid()? {
+            right_bytes += (it.key().len() + it.value().len()) as u64;
+            it.next();
+        }
+        drop(it);
+        self.approx_bytes = self.approx_bytes.saturating_sub(right_bytes);
+        tracing::info!(range_id = self.range_id.0, right = right.range_id,
+            split_key = %keys::pretty(&right.start_key), "applied split");
+        self.desc = left;
+        effects.push(Effect::Split { right, right_bytes, was_leader: self.is_leader() });
+        effects.push(Effect::DescriptorChanged);
+        Ok(())
+    }
+
+    /// Mirrors applied state to readers. Called after the round's apply batch is written.
+    pub fn publish(&self) {
+        let mut s = self.shared.state.write();
+        s.desc = self.desc.clone();
+        s.applied_index = self.applied_index;
+        s.approx_bytes = self.approx_bytes;
+        s.initialized = self.initialized;
+        s.leader = self.raw.raft.leader_id;
+        s.term = self.raw.raft.term;
+        s.lease_expiry = self.lease_expiry();
+    }
+}

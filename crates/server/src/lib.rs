@@ -1,0 +1,257 @@
+//! A bini node.
+//!
+//! [`Node::start`] opens the store directory, binds the listen port and serves gRPC on it
+//! (`Raft`, `Node`, `Kv` services). A node whose directory already holds a store identity
+//! starts its store at once — a restart with the same directory is the same node. A new node
+//! waits: either `bini init` reaches it (it bootstraps the cluster as node 1), or it asks the
+//! nodes in its `--join` list until one that is initialised gives it a node id.
+//!
+//! Once the store runs, background work keeps the cluster in shape (`background.rs`): node
+//! records with liveness heartbeats, gossip of addresses and the first range, meta updates after
+//! splits and replica changes, the split queue, the replicate queue (up-replication to the
+//! replication factor) and lease balancing.
+
+mod background;
+mod faults;
+mod services;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bini_kv::{DistSender, GrpcTransport, NodeDirectory, NodeId, Store, StoreConfig, Transport};
+use bini_mvcc::Hlc;
+use bini_proto::StoreIdent;
+use bini_storage::{Cf, Engine, RocksEngine, RocksOptions, WriteBatch};
+use prost::Message as _;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use faults::{NetworkFaults, RaftFilter};
+
+/// The build identifier shown in node status.
+pub const BUILD: &str = env!("CARGO_PKG_VERSION");
+
+/// Settings of a node.
+#[derive(Clone)]
+pub struct NodeConfig {
+    /// The store directory.
+    pub store_dir: PathBuf,
+    /// Address to listen on (`host:port`; port 0 picks a free one).
+    pub listen_addr: String,
+    /// Address other nodes and clients use; defaults to the bound listen address.
+    pub advertise_addr: Option<String>,
+    /// The admin HTTP address (reported in node records; served from the admin issue on).
+    pub http_addr: Option<String>,
+    /// Nodes to join.
+    pub join: Vec<String>,
+    /// Store settings.
+    pub store: StoreConfig,
+    /// Drops or delays Raft traffic between nodes (tests).
+    pub raft_filter: Option<Arc<dyn RaftFilter>>,
+}
+
+impl NodeConfig {
+    /// Defaults for a store directory and listen address.
+    pub fn new(store_dir: impl Into<PathBuf>, listen_addr: impl Into<String>) -> Self {
+        Self {
+            store_dir: store_dir.into(),
+            listen_addr: listen_addr.into(),
+            advertise_addr: None,
+            http_addr: None,
+            join: Vec::new(),
+            store: StoreConfig::default(),
+            raft_filter: None,
+        }
+    }
+}
+
+/// Errors starting or running a node.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store directory could not be opened.
+    #[error(transparent)]
+    Storage(#[from] bini_storage::Error),
+    /// The replication layer failed.
+    #[error(transparent)]
+    Kv(#[from] bini_kv::Error),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Stored identity is corrupt.
+    #[error("store identity: {0}")]
+    Ident(String),
+}
+
+/// Result alias for this crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+pub(crate) struct NodeState {
+    pub config: NodeConfig,
+    pub engine: Arc<dyn Engine>,
+    pub clock: Arc<Hlc>,
+    pub directory: Arc<NodeDirectory>,
+    pub sender: Arc<DistSender>,
+    pub store: OnceLock<Store>,
+    pub cluster_id: OnceLock<String>,
+    pub advertise: String,
+    pub started_at_nanos: u64,
+    pub start_lock: tokio::sync::Mutex<()>,
+    pub shutdown: watch::Receiver<bool>,
+    pub runtime: tokio::runtime::Handle,
+}
+
+pub(crate) fn now_nanos() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+impl NodeState {
+    /// Writes the store identity and starts the store and its background work.
+    pub(crate) fn start_store(self: &Arc<Self>, cluster_id: String, node_id: NodeId) -> Result<Store> {
+        if let Some(s) = self.store.get() {
+            return Ok(s.clone());
+        }
+        let ident = StoreIdent { cluster_id: cluster_id.clone(), node_id: node_id.0 };
+        let mut b = WriteBatch::new();
+        b.put(Cf::Data, bini_kv::keys::STORE_IDENT_KEY.to_vec(), ident.encode_to_vec());
+        self.engine.write(&b, true)?;
+        let grpc: Arc<dyn Transport> = Arc::new(GrpcTransport::new(
+            node_id,
+            self.advertise.clone(),
+            self.directory.clone(),
+            self.runtime.clone(),
+        ));
+        let transport = match &self.config.raft_filter {
+            Some(f) => Arc::new(faults::FilteredTransport::new(node_id, grpc, f.clone(), self.runtime.clone())) as Arc<dyn Transport>,
+            None => grpc,
+        };
+        self.directory.learn_address(node_id, &self.advertise);
+        let store = Store::start(node_id, self.engine.clone(), self.config.store.clone(), self.clock.clone(), transport)?;
+        let _ = self.cluster_id.set(cluster_id);
+        if self.store.set(store.clone()).is_err() {
+            store.stop();
+            return Ok(self.store.get().expect("set by the winner").clone());
+        }
+        self.sender.set_local(store.clone());
+        background::spawn(self.clone(), store.clone());
+        tracing::info!(node_id = node_id.0, address = %self.advertise, "node started");
+        Ok(store)
+    }
+}
+
+/// A running node.
+pub struct Node {
+    state: Arc<NodeState>,
+    addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Node {
+    /// Opens the store, binds the listener and starts serving. Returns once the listener is
+    /// bound; the store starts now (existing identity) or after init/join.
+    pub async fn start(config: NodeConfig) -> Result<Node> {
+        let dir = config.store_dir.clone();
+        let engine: Arc<dyn Engine> = tokio::task::spawn_blocking(move || RocksEngine::open(&dir, &RocksOptions::default()))
+            .await
+            .map_err(|e| Error::Ident(e.to_string()))??
+            .into_arc();
+        let listener = TcpListener::bind(&config.listen_addr)
+            .await
+            .map_err(|source| Error::Listen { addr: config.listen_addr.clone(), source })?;
+        let addr = listener.local_addr().map_err(|source| Error::Listen { addr: config.listen_addr.clone(), source })?;
+        let advertise = config.advertise_addr.clone().unwrap_or_else(|| addr.to_string());
+        let directory = Arc::new(NodeDirectory::new());
+        let sender = Arc::new(DistSender::new(directory.clone(), None));
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let state = Arc::new(NodeState {
+            clock: Arc::new(Hlc::system(config.store.max_clock_offset)),
+            config,
+            engine,
+            directory,
+            sender,
+            store: OnceLock::new(),
+            cluster_id: OnceLock::new(),
+            advertise,
+            started_at_nanos: now_nanos(),
+            start_lock: tokio::sync::Mutex::new(()),
+            shutdown: shutdown_rx.clone(),
+            runtime: tokio::runtime::Handle::current(),
+        });
+        let server = tokio::spawn(services::serve(state.clone(), listener, shutdown_rx));
+        match state.engine.get(Cf::Data, bini_kv::keys::STORE_IDENT_KEY)? {
+            Some(b) => {
+                let ident = StoreIdent::decode(b.as_slice()).map_err(|e| Error::Ident(e.to_string()))?;
+                state.start_store(ident.cluster_id, NodeId(ident.node_id))?;
+            }
+            None => {
+                tokio::spawn(background::join_loop(state.clone()));
+            }
+        }
+        Ok(Node { state, addr, shutdown: shutdown_tx, server })
+    }
+
+    /// The bound listen address.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The address advertised to others.
+    pub fn advertise_addr(&self) -> &str {
+        &self.state.advertise
+    }
+
+    /// The node id, once the node has joined or bootstrapped.
+    pub fn node_id(&self) -> Option<NodeId> {
+        self.state.store.get().map(Store::node_id)
+    }
+
+    /// The store, once started.
+    pub fn store(&self) -> Option<Store> {
+        self.state.store.get().cloned()
+    }
+
+    /// The router of this node.
+    pub fn sender(&self) -> Arc<DistSender> {
+        self.state.sender.clone()
+    }
+
+    /// Waits until the store runs, up to `timeout`.
+    pub async fn wait_started(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.state.store.get().is_none() {
+            if tokio::time::Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
+    /// Stops serving and stops the store (a clean shutdown).
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.server.await;
+        if let Some(store) = self.state.store.get().cloned() {
+            let _ = tokio::task::spawn_blocking(move || store.stop()).await;
+        }
+        let _ = self.state.engine.sync();
+    }
+}
+
+trait IntoArc {
+    fn into_arc(self) -> Arc<dyn Engine>;
+}
+
+impl IntoArc for RocksEngine {
+    fn into_arc(self) -> Arc<dyn Engine> {
+        Arc::new(self)
+    }
+}
