@@ -70,7 +70,7 @@ async fn leaseholder_of(c: &Cluster, via: usize, k: &[u8]) -> (u64, u64) {
             let d = r.descriptor.as_ref().expect("descriptor");
             d.start_key.as_slice() <= k && k < d.end_key.as_slice()
         })?;
-        let lh = r.leaseholder.unwrap_or(0);
+        let lh = r.leaseholder;
         (lh != 0).then(|| (r.descriptor.expect("descriptor").range_id, lh))
     })
     .await
@@ -151,7 +151,7 @@ async fn ranges_split_by_size_and_leases_spread() {
             if d.replicas.len() != 3 || d.replicas.iter().any(|x| x.kind != bini_proto::ReplicaKind::Voter as i32) {
                 return None;
             }
-            let lh = r.leaseholder.unwrap_or(0);
+            let lh = r.leaseholder;
             if lh == 0 {
                 return None;
             }

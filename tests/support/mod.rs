@@ -206,7 +206,7 @@ impl Cluster {
                     d.is_some_and(|d| {
                         d.replicas.iter().filter(|x| x.kind == bini_proto::ReplicaKind::Voter as i32).count() == voters
                             && d.replicas.len() == voters
-                    }) && r.leaseholder.unwrap_or(0) != 0
+                    }) && r.leaseholder != 0
                 });
             ok.then_some(ranges)
         })

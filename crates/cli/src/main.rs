@@ -320,8 +320,8 @@ async fn debug(cmd: DebugCommand) -> Result<()> {
                         pretty(&d.end_key),
                         format!("{{{}}}", replicas.join(",")),
                         match r.leaseholder {
-                            Some(0) | None => "NULL".to_string(),
-                            Some(l) => l.to_string(),
+                            0 => "NULL".to_string(),
+                            l => l.to_string(),
                         },
                     ])
                 })

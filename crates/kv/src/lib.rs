@@ -95,9 +95,9 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
-            raft_tick_interval: Duration::from_millis(100),
-            raft_election_ticks: 10,
-            raft_heartbeat_ticks: 2,
+            raft_tick_interval: Duration::from_millis(50),
+            raft_election_ticks: 15,
+            raft_heartbeat_ticks: 3,
             range_max_bytes: 512 << 20,
             replication_factor: 3,
             raft_log_max_entries: 10_000,

@@ -15,7 +15,6 @@ use std::sync::Arc;
 
 use bini_proto::RangeDescriptor;
 use bini_storage::{Cf, Engine, WriteBatch};
-use prost::Message as _;
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
@@ -102,11 +101,6 @@ impl RaftLog {
         &self.hard_state
     }
 
-    /// The configuration as of the applied index.
-    pub fn conf_state(&self) -> &ConfState {
-        &self.conf_state
-    }
-
     /// Records the applied position and configuration, for snapshots and restarts.
     pub fn set_applied(&mut self, index: u64, term: u64, conf: Option<ConfState>, desc: &RangeDescriptor) {
         self.applied_index = index;
@@ -122,11 +116,6 @@ impl RaftLog {
     /// The index of the first entry still in the log.
     pub fn first(&self) -> u64 {
         self.truncated_index + 1
-    }
-
-    /// The index of the last entry.
-    pub fn last(&self) -> u64 {
-        self.last_index
     }
 
     /// Appends entries, replacing any conflicting suffix.
@@ -309,9 +298,4 @@ impl raft::Storage for RaftLog {
         meta.set_conf_state(self.conf_state.clone());
         Ok(snap)
     }
-}
-
-/// Encodes a descriptor for storage.
-pub fn encode_descriptor(desc: &RangeDescriptor) -> Vec<u8> {
-    desc.encode_to_vec()
 }

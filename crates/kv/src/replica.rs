@@ -26,7 +26,7 @@
 //! round through an overlay.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -315,11 +315,6 @@ impl Replica {
         self.raw.raft.state == StateRole::Leader
     }
 
-    /// Whether the lease is valid now.
-    pub fn lease_valid(&self, now: Instant) -> bool {
-        self.is_leader() && self.lease_expiry.is_some_and(|e| e > now)
-    }
-
     /// When the lease ends, if held.
     pub fn lease_expiry(&self) -> Option<Instant> {
         self.lease_expiry.filter(|_| self.is_leader())
@@ -333,6 +328,12 @@ impl Replica {
                 tracing::info!(range_id = self.range_id.0, term = self.raw.raft.term, "became leader");
             }
         } else {
+            if self.leader_since.is_some() {
+                // Proposals in flight may or may not commit under the next leader; say so now
+                // rather than let proposers wait out their timeout.
+                let range = self.range_id;
+                self.fail_pending(|| Error::Timeout(format!("range {range} lost its leader; outcome unknown")));
+            }
             self.leader_since = None;
             self.lease_expiry = None;
         }
@@ -494,9 +495,15 @@ impl Replica {
                         ConfChangeV2::parse_from_bytes(&entry.data)
                             .map_err(|e| Error::Decode(e.to_string()))?
                     } else {
-                        raft::eraftpb::ConfChange::parse_from_bytes(&entry.data)
-                            .map_err(|e| Error::Decode(e.to_string()))?
-                            .into_v2()
+                        // Never proposed by bini, but part of the Raft log format.
+                        let v1 = raft::eraftpb::ConfChange::parse_from_bytes(&entry.data)
+                            .map_err(|e| Error::Decode(e.to_string()))?;
+                        let mut single = raft::eraftpb::ConfChangeSingle::default();
+                        single.set_change_type(v1.get_change_type());
+                        single.node_id = v1.node_id;
+                        let mut v2 = ConfChangeV2::default();
+                        v2.mut_changes().push(single);
+                        v2
                     };
                     let cs = self.raw.apply_conf_change(&cc)?;
                     if entry.context.len() > 8 {

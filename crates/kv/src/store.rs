@@ -152,7 +152,11 @@ impl Store {
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let mut replicas = HashMap::new();
         for range_id in stored_ranges(engine.as_ref())? {
-            let r = Replica::open(range_id, node_id, engine.clone(), &config, &logger)?;
+            let mut r = Replica::open(range_id, node_id, engine.clone(), &config, &logger)?;
+            // A range whose only voter is this node need not wait out an election timeout.
+            if r.raw.raft.prs().conf().to_conf_state().voters == [node_id.0] {
+                let _ = r.raw.campaign();
+            }
             inner.replicas.write().insert(range_id, r.shared.clone());
             replicas.insert(range_id, r);
         }
@@ -277,10 +281,6 @@ impl Store {
                 st.leader == node && !st.destroyed
             })
             .count()
-    }
-
-    fn next_id(&self) -> u64 {
-        self.inner.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Executes a batch addressed to one range: reads on the lease, writes through Raft.

@@ -81,10 +81,13 @@ pub(crate) async fn join_loop(state: Arc<NodeState>) {
 pub(crate) fn spawn(state: Arc<NodeState>, store: Store) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     store.set_event_sink(tx);
-    state.runtime.spawn(liveness_loop(state.clone(), store.clone()));
-    state.runtime.spawn(gossip_loop(state.clone()));
-    state.runtime.spawn(event_loop(state.clone(), store.clone(), rx));
-    state.runtime.spawn(queue_loop(state.clone(), store));
+    let tasks = [
+        state.runtime.spawn(liveness_loop(state.clone(), store.clone())),
+        state.runtime.spawn(gossip_loop(state.clone())),
+        state.runtime.spawn(event_loop(state.clone(), store.clone(), rx)),
+        state.runtime.spawn(queue_loop(state.clone(), store)),
+    ];
+    state.tasks.lock().extend(tasks);
 }
 
 async fn until_shutdown(state: &NodeState, d: Duration) -> bool {

@@ -106,6 +106,8 @@ pub(crate) struct NodeState {
     pub start_lock: tokio::sync::Mutex<()>,
     pub shutdown: watch::Receiver<bool>,
     pub runtime: tokio::runtime::Handle,
+    /// Background tasks, aborted when the node stops.
+    pub tasks: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 pub(crate) fn now_nanos() -> u64 {
@@ -184,6 +186,7 @@ impl Node {
             start_lock: tokio::sync::Mutex::new(()),
             shutdown: shutdown_rx.clone(),
             runtime: tokio::runtime::Handle::current(),
+            tasks: parking_lot::Mutex::new(Vec::new()),
         });
         let server = tokio::spawn(services::serve(state.clone(), listener, shutdown_rx));
         match state.engine.get(Cf::Data, bini_kv::keys::STORE_IDENT_KEY)? {
@@ -192,7 +195,8 @@ impl Node {
                 state.start_store(ident.cluster_id, NodeId(ident.node_id))?;
             }
             None => {
-                tokio::spawn(background::join_loop(state.clone()));
+                let task = tokio::spawn(background::join_loop(state.clone()));
+                state.tasks.lock().push(task);
             }
         }
         Ok(Node { state, addr, shutdown: shutdown_tx, server })
@@ -235,10 +239,17 @@ impl Node {
         true
     }
 
-    /// Stops serving and stops the store (a clean shutdown).
+    /// Stops serving and stops the store (a clean shutdown). When this returns, background
+    /// work has ended; the engine closes once the last in-flight request lets go of it.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
-        let _ = self.server.await;
+        let mut server = self.server;
+        if tokio::time::timeout(Duration::from_secs(3), &mut server).await.is_err() {
+            server.abort();
+        }
+        for t in self.state.tasks.lock().drain(..) {
+            t.abort();
+        }
         if let Some(store) = self.state.store.get().cloned() {
             let _ = tokio::task::spawn_blocking(move || store.stop()).await;
         }

@@ -72,8 +72,16 @@ impl Services {
 impl RaftService for Services {
     async fn raft_messages(&self, request: Request<Streaming<RaftMessageBatch>>) -> Result<Response<Empty>, Status> {
         let mut stream = request.into_inner();
-        while let Some(batch) = stream.next().await {
-            let batch = batch?;
+        let mut shutdown = self.state.shutdown.clone();
+        loop {
+            let batch = tokio::select! {
+                b = stream.next() => match b {
+                    Some(b) => b?,
+                    None => break,
+                },
+                // Peers keep their streams open; end them so a stopping node can finish.
+                _ = shutdown.wait_for(|s| *s) => break,
+            };
             let Some(store) = self.state.store.get() else { continue };
             let from = NodeId(batch.from_node);
             if let Some(f) = &self.state.config.raft_filter {
@@ -245,7 +253,8 @@ impl NodeService for Services {
             // Forward to the leaseholder.
             let desc = self.state.sender.all_ranges().await.map_err(status)?.into_iter().find(|d| d.range_id == range.0)
                 .ok_or_else(|| Status::not_found(format!("range {} not found", range.0)))?;
-            if let Some(lh) = find_leaseholder(&self.state, &desc).await.filter(|&l| l != 0 && l != store.node_id().0) {
+            let lh = find_leaseholder(&self.state, &desc).await;
+            if lh != 0 && lh != store.node_id().0 {
                 if let Some(addr) = self.state.directory.address(NodeId(lh)) {
                     let mut client = bini_proto::node_client::NodeClient::connect(format!("http://{addr}"))
                         .await
@@ -273,6 +282,8 @@ impl NodeService for Services {
             node_id: store.node_id().0,
             nodes: self.state.directory.nodes(),
             cluster_id: self.state.cluster_id.get().cloned().unwrap_or_default(),
+            synced_writes: store.status().synced_rounds.load(std::sync::atomic::Ordering::Relaxed),
+            commands_applied: store.status().proposals_applied.load(std::sync::atomic::Ordering::Relaxed),
         }))
     }
 }
@@ -292,12 +303,12 @@ fn store_first_range(state: &NodeState) -> Option<bini_proto::RangeDescriptor> {
 }
 
 /// Asks each replica of a range whether it holds the lease; 0 when none answers yes.
-pub(crate) async fn find_leaseholder(state: &NodeState, desc: &bini_proto::RangeDescriptor) -> Option<u64> {
+pub(crate) async fn find_leaseholder(state: &NodeState, desc: &bini_proto::RangeDescriptor) -> u64 {
     for r in &desc.replicas {
         let node = NodeId(r.node_id);
         if let Some(store) = state.store.get().filter(|s| s.node_id() == node) {
             if store.is_leaseholder(RangeId(desc.range_id)) {
-                return Some(node.0);
+                return node.0;
             }
             continue;
         }
@@ -317,11 +328,11 @@ pub(crate) async fn find_leaseholder(state: &NodeState, desc: &bini_proto::Range
         .await
         {
             if resp.into_inner().info.is_some_and(|i| i.is_leaseholder) {
-                return Some(node.0);
+                return node.0;
             }
         }
     }
-    Some(0)
+    0
 }
 
 fn bootstrap(engine: &dyn bini_storage::Engine, cluster_id: &str, node_id: NodeId) -> bini_kv::Result<()> {
