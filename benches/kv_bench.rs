@@ -28,12 +28,18 @@ async fn counters(c: &Cluster) -> (u64, u64) {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let secs: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(10);
+    let secs: u64 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
     let c = Cluster::start(3, &[]).await;
     c.wait_replicated(0, 3, Duration::from_secs(60)).await;
     let c = Arc::new(c);
     println!("kv put, 3 nodes (replication factor 3), 64-byte values, {secs} s per row");
-    println!("{:>8} {:>12} {:>10} {:>10} {:>18} {:>22}", "writers", "puts/s", "p50 ms", "p99 ms", "syncs/write (all)", "syncs/write per node");
+    println!(
+        "{:>8} {:>12} {:>10} {:>10} {:>18} {:>22}",
+        "writers", "puts/s", "p50 ms", "p99 ms", "syncs/write (all)", "syncs/write per node"
+    );
     for writers in [1usize, 16, 64] {
         let stop = Arc::new(AtomicBool::new(false));
         let (syncs0, _) = counters(&c).await;
@@ -48,7 +54,9 @@ async fn main() {
                 while !stop.load(Ordering::Relaxed) {
                     let key = format!("bench/{writers}/{w}/{i}");
                     let t = Instant::now();
-                    let req = BatchRequest { requests: vec![put(key, vec![b'v'; 64])] };
+                    let req = BatchRequest {
+                        requests: vec![put(key, vec![b'v'; 64])],
+                    };
                     if client.batch(req).await.is_ok() {
                         let _ = h.record(t.elapsed().as_micros() as u64);
                     }

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/deps.sh
-cargo build -p bini-cli
+cargo build --workspace --all-targets
 target="${CARGO_TARGET_DIR:-target}"
 bini="$target/debug/bini"
 pids=()

@@ -66,17 +66,35 @@ const STREAMING: &[&str] = &["/bini.Raft/RaftMessages", "/bini.Raft/Snapshot"];
 
 async fn raw_unary(ch: Channel, path: &'static str, body: Vec<u8>) -> Result<Vec<u8>, Status> {
     let mut grpc = tonic::client::Grpc::new(ch);
-    grpc.ready().await.map_err(|e| Status::unavailable(e.to_string()))?;
-    grpc.unary(tonic::Request::new(body), path.parse().expect("path"), RawCodec).await.map(|r| r.into_inner())
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    grpc.unary(
+        tonic::Request::new(body),
+        path.parse().expect("path"),
+        RawCodec,
+    )
+    .await
+    .map(|r| r.into_inner())
 }
 
-async fn raw_stream(ch: Channel, path: &'static str, bodies: Vec<Vec<u8>>) -> Result<Vec<u8>, Status> {
+async fn raw_stream(
+    ch: Channel,
+    path: &'static str,
+    bodies: Vec<Vec<u8>>,
+) -> Result<Vec<u8>, Status> {
     let mut grpc = tonic::client::Grpc::new(ch);
-    grpc.ready().await.map_err(|e| Status::unavailable(e.to_string()))?;
-    let stream = tokio_stream::iter(bodies);
-    grpc.client_streaming(tonic::Request::new(stream), path.parse().expect("path"), RawCodec)
+    grpc.ready()
         .await
-        .map(|r| r.into_inner())
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    let stream = tokio_stream::iter(bodies);
+    grpc.client_streaming(
+        tonic::Request::new(stream),
+        path.parse().expect("path"),
+        RawCodec,
+    )
+    .await
+    .map(|r| r.into_inner())
 }
 
 async fn assert_alive(c: &Cluster, round: &str) {
@@ -84,13 +102,24 @@ async fn assert_alive(c: &Cluster, round: &str) {
         assert!(c.is_running(i), "node {i} died after {round}");
     }
     let k = format!("alive-{round}").into_bytes();
-    c.batch(0, vec![put(k.clone(), b"yes".to_vec())]).await.unwrap_or_else(|e| panic!("write after {round}: {e}"));
-    let r = c.batch(0, vec![get(k)]).await.unwrap_or_else(|e| panic!("read after {round}: {e}"));
-    assert_eq!(r[0].value.as_deref(), Some(&b"yes"[..]), "node answers correctly after {round}");
+    c.batch(0, vec![put(k.clone(), b"yes".to_vec())])
+        .await
+        .unwrap_or_else(|e| panic!("write after {round}: {e}"));
+    let r = c
+        .batch(0, vec![get(k)])
+        .await
+        .unwrap_or_else(|e| panic!("read after {round}: {e}"));
+    assert_eq!(
+        r[0].value.as_deref(),
+        Some(&b"yes"[..]),
+        "node answers correctly after {round}"
+    );
 }
 
 fn tcp_garbage(addr: &str, payload: &[u8]) {
-    let Ok(mut s) = TcpStream::connect(addr) else { return };
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return;
+    };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
     let _ = s.write_all(payload);
     let mut buf = [0u8; 4096];
@@ -124,7 +153,11 @@ async fn garbage_never_crashes_a_node() {
     assert_alive(&c, "raw bytes on the listen port").await;
 
     // 2. Random bytes as the body of every gRPC method.
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("endpoint").connect().await.expect("connect");
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
     for round in 0..5 {
         for &path in UNARY {
             let n = rng.random_range(0..512);
@@ -132,7 +165,13 @@ async fn garbage_never_crashes_a_node() {
             let _ = raw_unary(channel.clone(), path, body).await;
         }
         for &path in STREAMING {
-            let bodies: Vec<Vec<u8>> = (0..3).map(|_| (0..rng.random_range(0..512)).map(|_| rng.random()).collect()).collect();
+            let bodies: Vec<Vec<u8>> = (0..3)
+                .map(|_| {
+                    (0..rng.random_range(0..512))
+                        .map(|_| rng.random())
+                        .collect()
+                })
+                .collect();
             let _ = raw_stream(channel.clone(), path, bodies).await;
         }
         assert_alive(&c, &format!("random gRPC bodies, round {round}")).await;
@@ -145,14 +184,32 @@ async fn garbage_never_crashes_a_node() {
         messages: (0..50)
             .map(|i| RaftMessage {
                 range_id: rng.random_range(0..5),
-                message: (0..rng.random_range(0..200)).map(|_| rng.random()).collect(),
+                message: (0..rng.random_range(0..200))
+                    .map(|_| rng.random())
+                    .collect(),
                 generation: i,
             })
             .collect(),
     };
-    let _ = raw_stream(channel.clone(), "/bini.Raft/RaftMessages", vec![batch.encode_to_vec()]).await;
-    let snap = SnapshotChunk { from_node: 77, range_id: 2, header: vec![1, 2, 3], data: vec![9; 100], ..Default::default() };
-    let _ = raw_stream(channel.clone(), "/bini.Raft/Snapshot", vec![snap.encode_to_vec()]).await;
+    let _ = raw_stream(
+        channel.clone(),
+        "/bini.Raft/RaftMessages",
+        vec![batch.encode_to_vec()],
+    )
+    .await;
+    let snap = SnapshotChunk {
+        from_node: 77,
+        range_id: 2,
+        header: vec![1, 2, 3],
+        data: vec![9; 100],
+        ..Default::default()
+    };
+    let _ = raw_stream(
+        channel.clone(),
+        "/bini.Raft/Snapshot",
+        vec![snap.encode_to_vec()],
+    )
+    .await;
     let bogus: Vec<Request> = vec![
         Request { kind: None },
         put(Vec::<u8>::new(), b"empty key".to_vec()),
@@ -160,17 +217,47 @@ async fn garbage_never_crashes_a_node() {
         put(b"\xff\xff\xff".to_vec(), b"x".to_vec()),
         scan("z", "a"),
         scan(Vec::<u8>::new(), Vec::<u8>::new()),
-        Request { kind: Some(bini_proto::request::Kind::Increment(bini_proto::IncrementRequest { key: b"alive-startup".to_vec(), delta: 1 })) },
+        Request {
+            kind: Some(bini_proto::request::Kind::Increment(
+                bini_proto::IncrementRequest {
+                    key: b"alive-startup".to_vec(),
+                    delta: 1,
+                },
+            )),
+        },
     ];
     for r in bogus {
         let res = c.batch(0, vec![r.clone()]).await;
         let _ = res;
-        let rb = RangeBatchRequest { range_id: rng.random_range(0..100), requests: vec![r] };
+        let rb = RangeBatchRequest {
+            range_id: rng.random_range(0..100),
+            requests: vec![r],
+        };
         let _ = raw_unary(channel.clone(), "/bini.Node/RangeBatch", rb.encode_to_vec()).await;
     }
-    let cr = ChangeReplicasRequest { range_id: 999, add_nodes: vec![5], remove_nodes: vec![] };
-    let _ = tokio::time::timeout(Duration::from_secs(5), raw_unary(channel.clone(), "/bini.Node/ChangeReplicas", cr.encode_to_vec())).await;
-    let tl = TransferLeaseRequest { range_id: 2, target_node: 42 };
-    let _ = raw_unary(channel.clone(), "/bini.Node/TransferLease", tl.encode_to_vec()).await;
+    let cr = ChangeReplicasRequest {
+        range_id: 999,
+        add_nodes: vec![5],
+        remove_nodes: vec![],
+    };
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        raw_unary(
+            channel.clone(),
+            "/bini.Node/ChangeReplicas",
+            cr.encode_to_vec(),
+        ),
+    )
+    .await;
+    let tl = TransferLeaseRequest {
+        range_id: 2,
+        target_node: 42,
+    };
+    let _ = raw_unary(
+        channel.clone(),
+        "/bini.Node/TransferLease",
+        tl.encode_to_vec(),
+    )
+    .await;
     assert_alive(&c, "nonsense in well-formed messages").await;
 }

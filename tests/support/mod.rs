@@ -19,15 +19,26 @@ use tonic::transport::Channel;
 /// test executables' parent directory).
 pub fn bini_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(Path::parent).expect("target profile directory");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile directory");
     let bin = dir.join("bini");
-    assert!(bin.exists(), "{} not found: build it first with `cargo build --workspace`", bin.display());
+    assert!(
+        bin.exists(),
+        "{} not found: build it first with `cargo build --workspace`",
+        bin.display()
+    );
     bin
 }
 
 /// A free TCP port on loopback, chosen by the OS.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind loopback").local_addr().expect("local addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind loopback")
+        .local_addr()
+        .expect("local addr")
+        .port()
 }
 
 /// Polls `f` until it returns `Some`, or panics after `timeout` with `what`.
@@ -41,7 +52,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -79,13 +93,23 @@ impl Cluster {
         let mut c = Cluster {
             nodes: Vec::new(),
             dir,
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
-        let addrs: Vec<String> = (0..n).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+        let addrs: Vec<String> = (0..n)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
         for (i, addr) in addrs.iter().enumerate() {
             let store = c.dir.path().join(format!("node{i}"));
             let log = c.dir.path().join(format!("node{i}.log"));
-            c.nodes.push(NodeProc { addr: addr.clone(), store, log, child: Default::default() });
+            c.nodes.push(NodeProc {
+                addr: addr.clone(),
+                store,
+                log,
+                child: Default::default(),
+            });
             c.spawn(i, &addrs);
         }
         let out = Command::new(bini_bin())
@@ -95,7 +119,10 @@ impl Cluster {
         // The first attempt may race the listener; retry until it answers.
         if !out.status.success() {
             wait_for(Duration::from_secs(20), "bini init to succeed", || async {
-                let out = Command::new(bini_bin()).args(["init", "--insecure", "--host", &addrs[0]]).output().ok()?;
+                let out = Command::new(bini_bin())
+                    .args(["init", "--insecure", "--host", &addrs[0]])
+                    .output()
+                    .ok()?;
                 out.status.success().then_some(())
             })
             .await;
@@ -109,7 +136,11 @@ impl Cluster {
 
     fn spawn(&self, i: usize, join: &[String]) {
         let node = &self.nodes[i];
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log).expect("open log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .expect("open log");
         let log2 = log.try_clone().expect("clone log handle");
         let mut cmd = Command::new(bini_bin());
         cmd.args([
@@ -124,7 +155,10 @@ impl Cluster {
             "--join",
             &join.join(","),
         ])
-        .env("BINI_LOG", std::env::var("BINI_LOG").unwrap_or_else(|_| "info".into()))
+        .env(
+            "BINI_LOG",
+            std::env::var("BINI_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2);
@@ -140,7 +174,12 @@ impl Cluster {
         let addr = format!("127.0.0.1:{}", free_port());
         let store = self.dir.path().join(format!("node{i}"));
         let log = self.dir.path().join(format!("node{i}.log"));
-        self.nodes.push(NodeProc { addr, store, log, child: Default::default() });
+        self.nodes.push(NodeProc {
+            addr,
+            store,
+            log,
+            child: Default::default(),
+        });
         let join = self.join_list();
         self.spawn(i, &join);
         i
@@ -175,54 +214,82 @@ impl Cluster {
 
     async fn channel(&self, i: usize) -> Channel {
         let addr = self.nodes[i].addr.clone();
-        wait_for(Duration::from_secs(20), &format!("node {i} to accept connections"), || {
-            let addr = addr.clone();
-            async move {
-                tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                    .ok()?
-                    .connect_timeout(Duration::from_secs(1))
-                    .timeout(Duration::from_secs(20))
-                    .connect()
-                    .await
-                    .ok()
-            }
-        })
+        wait_for(
+            Duration::from_secs(20),
+            &format!("node {i} to accept connections"),
+            || {
+                let addr = addr.clone();
+                async move {
+                    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                        .ok()?
+                        .connect_timeout(Duration::from_secs(1))
+                        .timeout(Duration::from_secs(20))
+                        .connect()
+                        .await
+                        .ok()
+                }
+            },
+        )
         .await
     }
 
     /// The ranges as node `i` reports them.
     pub async fn ranges(&self, i: usize) -> Option<Vec<DebugRange>> {
         let mut c = self.node(i).await;
-        c.debug_ranges(bini_proto::DebugRangesRequest {}).await.ok().map(|r| r.into_inner().ranges)
+        c.debug_ranges(bini_proto::DebugRangesRequest {})
+            .await
+            .ok()
+            .map(|r| r.into_inner().ranges)
     }
 
     /// Waits until every range has `voters` voting replicas and a leaseholder.
-    pub async fn wait_replicated(&self, via: usize, voters: usize, timeout: Duration) -> Vec<DebugRange> {
-        wait_for(timeout, &format!("every range to have {voters} voters and a leaseholder"), || async {
-            let ranges = self.ranges(via).await?;
-            let ok = !ranges.is_empty()
-                && ranges.iter().all(|r| {
-                    let d = r.descriptor.as_ref();
-                    d.is_some_and(|d| {
-                        d.replicas.iter().filter(|x| x.kind == bini_proto::ReplicaKind::Voter as i32).count() == voters
-                            && d.replicas.len() == voters
-                    }) && r.leaseholder != 0
-                });
-            ok.then_some(ranges)
-        })
+    pub async fn wait_replicated(
+        &self,
+        via: usize,
+        voters: usize,
+        timeout: Duration,
+    ) -> Vec<DebugRange> {
+        wait_for(
+            timeout,
+            &format!("every range to have {voters} voters and a leaseholder"),
+            || async {
+                let ranges = self.ranges(via).await?;
+                let ok = !ranges.is_empty()
+                    && ranges.iter().all(|r| {
+                        let d = r.descriptor.as_ref();
+                        d.is_some_and(|d| {
+                            d.replicas
+                                .iter()
+                                .filter(|x| x.kind == bini_proto::ReplicaKind::Voter as i32)
+                                .count()
+                                == voters
+                                && d.replicas.len() == voters
+                        }) && r.leaseholder != 0
+                    });
+                ok.then_some(ranges)
+            },
+        )
         .await
     }
 
     /// Runs a KV batch through node `i`.
-    pub async fn batch(&self, i: usize, requests: Vec<Request>) -> Result<Vec<Response>, tonic::Status> {
+    pub async fn batch(
+        &self,
+        i: usize,
+        requests: Vec<Request>,
+    ) -> Result<Vec<Response>, tonic::Status> {
         let mut c = self.kv(i).await;
-        c.batch(BatchRequest { requests }).await.map(|r| r.into_inner().responses)
+        c.batch(BatchRequest { requests })
+            .await
+            .map(|r| r.into_inner().responses)
     }
 
     /// Whether node `i`'s process is still running (it has not crashed).
     pub fn is_running(&self, i: usize) -> bool {
         let mut guard = self.nodes[i].child.lock().expect("lock");
-        guard.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        guard
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// The directory holding the nodes' stores and logs.
@@ -251,17 +318,30 @@ impl Drop for Cluster {
 
 /// A put request.
 pub fn put(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Request {
-    Request { kind: Some(request::Kind::Put(bini_proto::PutRequest { key: key.into(), value: value.into() })) }
+    Request {
+        kind: Some(request::Kind::Put(bini_proto::PutRequest {
+            key: key.into(),
+            value: value.into(),
+        })),
+    }
 }
 
 /// A get request.
 pub fn get(key: impl Into<Vec<u8>>) -> Request {
-    Request { kind: Some(request::Kind::Get(bini_proto::GetRequest { key: key.into() })) }
+    Request {
+        kind: Some(request::Kind::Get(bini_proto::GetRequest {
+            key: key.into(),
+        })),
+    }
 }
 
 /// A scan request over `[start, end)`.
 pub fn scan(start: impl Into<Vec<u8>>, end: impl Into<Vec<u8>>) -> Request {
     Request {
-        kind: Some(request::Kind::Scan(bini_proto::ScanRequest { start_key: start.into(), end_key: end.into(), limit: 0 })),
+        kind: Some(request::Kind::Scan(bini_proto::ScanRequest {
+            start_key: start.into(),
+            end_key: end.into(),
+            limit: 0,
+        })),
     }
 }

@@ -81,7 +81,11 @@ struct ClientArgs {
 
 impl ClientArgs {
     fn addr(&self) -> String {
-        let has_port = self.host.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) && !self.host.ends_with(']');
+        let has_port = self
+            .host
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+            && !self.host.ends_with(']');
         if has_port {
             self.host.clone()
         } else {
@@ -95,7 +99,9 @@ impl ClientArgs {
             .with_context(|| format!("bad address {addr}"))?
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(60));
-        ep.connect().await.map_err(|e| anyhow!("cannot reach {addr}: {e}"))
+        ep.connect()
+            .await
+            .map_err(|e| anyhow!("cannot reach {addr}: {e}"))
     }
 }
 
@@ -170,7 +176,10 @@ enum KvCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("ERROR: cannot start runtime: {e}");
@@ -210,7 +219,9 @@ async fn run(cli: Cli) -> Result<()> {
 fn init_logging(format: &str) -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("BINI_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         "json" => builder.json().init(),
         "text" => builder.init(),
@@ -224,11 +235,22 @@ async fn start(args: StartArgs) -> Result<()> {
     let _ = args.insecure;
     let mut config = bini_server::NodeConfig::new(&args.store, &args.listen_addr);
     config.advertise_addr = args.advertise_addr.clone();
-    config.join = args.join.iter().filter(|j| !j.is_empty()).map(|j| with_default_port(j)).collect();
+    config.join = args
+        .join
+        .iter()
+        .filter(|j| !j.is_empty())
+        .map(|j| with_default_port(j))
+        .collect();
     config.http_addr = Some(args.http_addr.clone());
     config.store.range_max_bytes = args.range_max_bytes;
-    let node = bini_server::Node::start(config).await.map_err(|e| anyhow!("{e}"))?;
-    eprintln!("bini node listening on {} (advertised as {})", node.listen_addr(), node.advertise_addr());
+    let node = bini_server::Node::start(config)
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    eprintln!(
+        "bini node listening on {} (advertised as {})",
+        node.listen_addr(),
+        node.advertise_addr()
+    );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {},
@@ -240,7 +262,10 @@ async fn start(args: StartArgs) -> Result<()> {
 }
 
 fn with_default_port(addr: &str) -> String {
-    if addr.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+    if addr
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
         addr.to_string()
     } else {
         format!("{addr}:{DEFAULT_PORT}")
@@ -253,7 +278,10 @@ fn key_arg(s: &str) -> Result<Vec<u8>> {
 
 async fn kv(client: &ClientArgs, requests: Vec<Request>) -> Result<Vec<bini_proto::Response>> {
     let mut c = KvClient::new(client.channel().await?);
-    let resp = c.batch(BatchRequest { requests }).await.map_err(|s| anyhow!("{}", s.message()))?;
+    let resp = c
+        .batch(BatchRequest { requests })
+        .await
+        .map_err(|s| anyhow!("{}", s.message()))?;
     Ok(resp.into_inner().responses)
 }
 
@@ -273,13 +301,20 @@ async fn debug(cmd: DebugCommand) -> Result<()> {
     match cmd {
         DebugCommand::Kv(KvCommand::Put { key, value, client }) => {
             let req = Request {
-                kind: Some(request::Kind::Put(bini_proto::PutRequest { key: key_arg(&key)?, value: value.into_bytes() })),
+                kind: Some(request::Kind::Put(bini_proto::PutRequest {
+                    key: key_arg(&key)?,
+                    value: value.into_bytes(),
+                })),
             };
             kv(&client, vec![req]).await?;
             println!("OK");
         }
         DebugCommand::Kv(KvCommand::Get { key, client }) => {
-            let req = Request { kind: Some(request::Kind::Get(bini_proto::GetRequest { key: key_arg(&key)? })) };
+            let req = Request {
+                kind: Some(request::Kind::Get(bini_proto::GetRequest {
+                    key: key_arg(&key)?,
+                })),
+            };
             let resp = kv(&client, vec![req]).await?;
             match resp.into_iter().next().and_then(|r| r.value) {
                 Some(v) => println!("{}", pretty(&v)),
@@ -287,13 +322,26 @@ async fn debug(cmd: DebugCommand) -> Result<()> {
             }
         }
         DebugCommand::Kv(KvCommand::Del { key, client }) => {
-            let req = Request { kind: Some(request::Kind::Delete(bini_proto::DeleteRequest { key: key_arg(&key)? })) };
+            let req = Request {
+                kind: Some(request::Kind::Delete(bini_proto::DeleteRequest {
+                    key: key_arg(&key)?,
+                })),
+            };
             kv(&client, vec![req]).await?;
             println!("OK");
         }
-        DebugCommand::Kv(KvCommand::Scan { start, end, limit, client }) => {
+        DebugCommand::Kv(KvCommand::Scan {
+            start,
+            end,
+            limit,
+            client,
+        }) => {
             let req = Request {
-                kind: Some(request::Kind::Scan(bini_proto::ScanRequest { start_key: key_arg(&start)?, end_key: key_arg(&end)?, limit })),
+                kind: Some(request::Kind::Scan(bini_proto::ScanRequest {
+                    start_key: key_arg(&start)?,
+                    end_key: key_arg(&end)?,
+                    limit,
+                })),
             };
             let resp = kv(&client, vec![req]).await?;
             for row in resp.into_iter().flat_map(|r| r.rows) {
@@ -302,7 +350,10 @@ async fn debug(cmd: DebugCommand) -> Result<()> {
         }
         DebugCommand::Ranges(client) => {
             let mut c = NodeClient::new(client.channel().await?);
-            let resp = c.debug_ranges(bini_proto::DebugRangesRequest {}).await.map_err(|s| anyhow!("{}", s.message()))?;
+            let resp = c
+                .debug_ranges(bini_proto::DebugRangesRequest {})
+                .await
+                .map_err(|s| anyhow!("{}", s.message()))?;
             let rows = resp
                 .into_inner()
                 .ranges
@@ -312,7 +363,13 @@ async fn debug(cmd: DebugCommand) -> Result<()> {
                     let replicas: Vec<String> = d
                         .replicas
                         .iter()
-                        .map(|r| if r.kind == bini_proto::ReplicaKind::Learner as i32 { format!("{}(learner)", r.node_id) } else { r.node_id.to_string() })
+                        .map(|r| {
+                            if r.kind == bini_proto::ReplicaKind::Learner as i32 {
+                                format!("{}(learner)", r.node_id)
+                            } else {
+                                r.node_id.to_string()
+                            }
+                        })
                         .collect();
                     Some(vec![
                         d.range_id.to_string(),
@@ -326,12 +383,33 @@ async fn debug(cmd: DebugCommand) -> Result<()> {
                     ])
                 })
                 .collect();
-            println!("{}", table(&["range_id", "start_key", "end_key", "replicas", "lease_holder"], rows));
+            println!(
+                "{}",
+                table(
+                    &[
+                        "range_id",
+                        "start_key",
+                        "end_key",
+                        "replicas",
+                        "lease_holder"
+                    ],
+                    rows
+                )
+            );
         }
-        DebugCommand::ChangeReplicas { range, add, remove, client } => {
+        DebugCommand::ChangeReplicas {
+            range,
+            add,
+            remove,
+            client,
+        } => {
             let mut c = NodeClient::new(client.channel().await?);
             let resp = c
-                .change_replicas(bini_proto::ChangeReplicasRequest { range_id: range, add_nodes: add, remove_nodes: remove })
+                .change_replicas(bini_proto::ChangeReplicasRequest {
+                    range_id: range,
+                    add_nodes: add,
+                    remove_nodes: remove,
+                })
                 .await
                 .map_err(|s| anyhow!("{}", s.message()))?;
             let d = resp.into_inner().descriptor.unwrap_or_default();
@@ -340,9 +418,12 @@ async fn debug(cmd: DebugCommand) -> Result<()> {
         }
         DebugCommand::TransferLease { range, to, client } => {
             let mut c = NodeClient::new(client.channel().await?);
-            c.transfer_lease(bini_proto::TransferLeaseRequest { range_id: range, target_node: to })
-                .await
-                .map_err(|s| anyhow!("{}", s.message()))?;
+            c.transfer_lease(bini_proto::TransferLeaseRequest {
+                range_id: range,
+                target_node: to,
+            })
+            .await
+            .map_err(|s| anyhow!("{}", s.message()))?;
             println!("OK");
         }
     }

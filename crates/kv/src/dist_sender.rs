@@ -44,7 +44,11 @@ impl NodeDirectory {
 
     /// The address of a node.
     pub fn address(&self, node: NodeId) -> Option<String> {
-        self.nodes.read().get(&node.0).map(|n| n.address.clone()).filter(|a| !a.is_empty())
+        self.nodes
+            .read()
+            .get(&node.0)
+            .map(|n| n.address.clone())
+            .filter(|a| !a.is_empty())
     }
 
     /// Learns a node's address (from a message it sent).
@@ -53,7 +57,10 @@ impl NodeDirectory {
             return;
         }
         let mut nodes = self.nodes.write();
-        let e = nodes.entry(node.0).or_insert_with(|| NodeInfo { node_id: node.0, ..Default::default() });
+        let e = nodes.entry(node.0).or_insert_with(|| NodeInfo {
+            node_id: node.0,
+            ..Default::default()
+        });
         if e.address != address {
             e.address = address.to_string();
         }
@@ -111,7 +118,9 @@ pub struct RangeCache {
 impl RangeCache {
     fn lookup(&self, key: &[u8]) -> Option<CachedRange> {
         let ranges = self.ranges.read();
-        let (_, r) = ranges.range::<[u8], _>((Bound::Excluded(key), Bound::Unbounded)).next()?;
+        let (_, r) = ranges
+            .range::<[u8], _>((Bound::Excluded(key), Bound::Unbounded))
+            .next()?;
         (r.desc.start_key.as_slice() <= key).then(|| r.clone())
     }
 
@@ -121,7 +130,9 @@ impl RangeCache {
         let stale: Vec<Vec<u8>> = ranges
             .range::<[u8], _>((Bound::Excluded(desc.start_key.as_slice()), Bound::Unbounded))
             .take_while(|(_, r)| r.desc.start_key < desc.end_key)
-            .filter(|(_, r)| r.desc.generation <= desc.generation || r.desc.range_id == desc.range_id)
+            .filter(|(_, r)| {
+                r.desc.generation <= desc.generation || r.desc.range_id == desc.range_id
+            })
             .map(|(k, _)| k.clone())
             .collect();
         for k in stale {
@@ -140,7 +151,10 @@ impl RangeCache {
 
     fn evict(&self, desc: &RangeDescriptor) {
         let mut ranges = self.ranges.write();
-        if ranges.get(&desc.end_key).is_some_and(|r| r.desc.range_id == desc.range_id) {
+        if ranges
+            .get(&desc.end_key)
+            .is_some_and(|r| r.desc.range_id == desc.range_id)
+        {
             ranges.remove(&desc.end_key);
         }
     }
@@ -160,7 +174,12 @@ pub struct DistSender {
 impl DistSender {
     /// A sender using `directory` for addresses; `local` serves ranges on this node directly.
     pub fn new(directory: Arc<NodeDirectory>, local: Option<Store>) -> Self {
-        Self { local: RwLock::new(local), directory, cache: RangeCache::default(), clients: RwLock::new(HashMap::new()) }
+        Self {
+            local: RwLock::new(local),
+            directory,
+            cache: RangeCache::default(),
+            clients: RwLock::new(HashMap::new()),
+        }
     }
 
     /// Sets the local store once it exists.
@@ -178,27 +197,46 @@ impl DistSender {
             return Some(c.clone());
         }
         let ch = endpoint(addr)?.connect_lazy();
-        let c = NodeClient::new(ch).max_decoding_message_size(256 << 20).max_encoding_message_size(256 << 20);
+        let c = NodeClient::new(ch)
+            .max_decoding_message_size(256 << 20)
+            .max_encoding_message_size(256 << 20);
         self.clients.write().insert(addr.to_string(), c.clone());
         Some(c)
     }
 
     /// Sends a batch addressed to one range to one node.
-    async fn send_to_node(&self, node: NodeId, range: RangeId, requests: Vec<Request>) -> Result<Vec<Response>> {
+    async fn send_to_node(
+        &self,
+        node: NodeId,
+        range: RangeId,
+        requests: Vec<Request>,
+    ) -> Result<Vec<Response>> {
         let local = self.local.read().clone();
         if let Some(store) = local.filter(|s| s.node_id() == node) {
             return store.execute(range, requests).await;
         }
-        let addr = self.directory.address(node).ok_or_else(|| Error::Unreachable {
+        let addr = self
+            .directory
+            .address(node)
+            .ok_or_else(|| Error::Unreachable {
+                node,
+                reason: "address unknown".into(),
+            })?;
+        let mut client = self.client(&addr).ok_or_else(|| Error::Unreachable {
             node,
-            reason: "address unknown".into(),
+            reason: format!("bad address {addr}"),
         })?;
-        let mut client = self.client(&addr).ok_or_else(|| Error::Unreachable { node, reason: format!("bad address {addr}") })?;
-        let req = RangeBatchRequest { range_id: range.0, requests };
+        let req = RangeBatchRequest {
+            range_id: range.0,
+            requests,
+        };
         let resp = tokio::time::timeout(Duration::from_secs(6), client.range_batch(req))
             .await
             .map_err(|_| Error::Timeout(format!("range {range} on node {node}")))?
-            .map_err(|s| Error::Unreachable { node, reason: s.message().to_string() })?
+            .map_err(|s| Error::Unreachable {
+                node,
+                reason: s.message().to_string(),
+            })?
             .into_inner();
         match resp.error {
             Some(e) => Err(Error::from_range_error(range, e)),
@@ -210,8 +248,16 @@ impl DistSender {
     async fn range_for(&self, key: &[u8]) -> Result<CachedRange> {
         if key < keys::USER_START {
             let desc = self.first_range().ok_or(Error::NotInitialized)?;
-            let leaseholder = self.cache.lookup(key).filter(|c| c.desc.range_id == desc.range_id).and_then(|c| c.leaseholder);
-            if self.cache.lookup(key).is_none_or(|c| c.desc.generation < desc.generation) {
+            let leaseholder = self
+                .cache
+                .lookup(key)
+                .filter(|c| c.desc.range_id == desc.range_id)
+                .and_then(|c| c.leaseholder);
+            if self
+                .cache
+                .lookup(key)
+                .is_none_or(|c| c.desc.generation < desc.generation)
+            {
                 self.cache.insert(desc.clone(), leaseholder);
             }
             return Ok(CachedRange { desc, leaseholder });
@@ -230,13 +276,15 @@ impl DistSender {
             })),
         };
         let resp = Box::pin(self.send_one_range(scan)).await?;
-        let row = resp
-            .rows
-            .first()
-            .ok_or_else(|| Error::InvalidRequest(format!("no range holds key {}", keys::pretty(key))))?;
+        let row = resp.rows.first().ok_or_else(|| {
+            Error::InvalidRequest(format!("no range holds key {}", keys::pretty(key)))
+        })?;
         let desc = RangeDescriptor::decode(row.value.as_slice())?;
         self.cache.insert(desc.clone(), None);
-        Ok(CachedRange { desc, leaseholder: None })
+        Ok(CachedRange {
+            desc,
+            leaseholder: None,
+        })
     }
 
     fn first_range(&self) -> Option<RangeDescriptor> {
@@ -252,11 +300,16 @@ impl DistSender {
     async fn send_one_range(&self, req: Request) -> Result<Response> {
         let key = request_key(&req).map(<[u8]>::to_vec).unwrap_or_default();
         let mut out = self.send_to_range_with_retry(&key, vec![req]).await?;
-        out.pop().ok_or_else(|| Error::InvalidRequest("empty response".into()))
+        out.pop()
+            .ok_or_else(|| Error::InvalidRequest("empty response".into()))
     }
 
     /// Sends requests that all fall in the range holding `key`, retrying as needed.
-    async fn send_to_range_with_retry(&self, key: &[u8], requests: Vec<Request>) -> Result<Vec<Response>> {
+    async fn send_to_range_with_retry(
+        &self,
+        key: &[u8],
+        requests: Vec<Request>,
+    ) -> Result<Vec<Response>> {
         let deadline = Instant::now() + SEND_DEADLINE;
         let mut backoff = Duration::from_millis(5);
         let mut last_err = None;
@@ -274,15 +327,29 @@ impl DistSender {
             match self.try_replicas(&cached, &requests).await {
                 Ok(r) => return Ok(r),
                 Err(e) => {
-                    let retry = e.is_retryable() || (matches!(e, Error::Timeout(_)) && idempotent(&requests));
+                    let retry = e.is_retryable()
+                        || (matches!(e, Error::Timeout(_)) && idempotent(&requests));
                     if !retry {
                         return Err(e);
                     }
-                    if matches!(e, Error::RangeNotFound(_) | Error::KeyOutOfRange { .. }) || matches!(e, Error::NotLeaseholder { .. }) {
+                    if matches!(e, Error::RangeNotFound(_) | Error::KeyOutOfRange { .. })
+                        || matches!(e, Error::NotLeaseholder { .. })
+                    {
                         self.cache.evict(&cached.desc);
                     }
-                    if let Error::KeyOutOfRange { descriptor: Some(d), .. } | Error::NotLeaseholder { descriptor: Some(d), .. } = &e {
-                        if d.start_key.as_slice() <= key && key < d.end_key.as_slice() && d.generation >= cached.desc.generation {
+                    if let Error::KeyOutOfRange {
+                        descriptor: Some(d),
+                        ..
+                    }
+                    | Error::NotLeaseholder {
+                        descriptor: Some(d),
+                        ..
+                    } = &e
+                    {
+                        if d.start_key.as_slice() <= key
+                            && key < d.end_key.as_slice()
+                            && d.generation >= cached.desc.generation
+                        {
                             self.cache.insert(d.clone(), None);
                         }
                     }
@@ -297,7 +364,11 @@ impl DistSender {
     }
 
     /// Tries the cached leaseholder first, then every replica; follows leaseholder hints.
-    async fn try_replicas(&self, cached: &CachedRange, requests: &[Request]) -> Result<Vec<Response>> {
+    async fn try_replicas(
+        &self,
+        cached: &CachedRange,
+        requests: &[Request],
+    ) -> Result<Vec<Response>> {
         let range = RangeId(cached.desc.range_id);
         let mut order: Vec<NodeId> = Vec::new();
         if let Some(l) = cached.leaseholder {
@@ -321,11 +392,23 @@ impl DistSender {
                     }
                     return Ok(r);
                 }
-                Err(Error::NotLeaseholder { leaseholder: Some(l), .. }) if !order[..=i].contains(&l) => {
+                Err(Error::NotLeaseholder {
+                    leaseholder: Some(l),
+                    ..
+                }) if !order[..=i].contains(&l) => {
                     order.insert(i + 1, l);
-                    last = Error::NotLeaseholder { range, leaseholder: Some(l), descriptor: None };
+                    last = Error::NotLeaseholder {
+                        range,
+                        leaseholder: Some(l),
+                        descriptor: None,
+                    };
                 }
-                Err(e @ (Error::NotLeaseholder { .. } | Error::Unreachable { .. } | Error::Timeout(_) | Error::ProposalDropped(_))) => {
+                Err(
+                    e @ (Error::NotLeaseholder { .. }
+                    | Error::Unreachable { .. }
+                    | Error::Timeout(_)
+                    | Error::ProposalDropped(_)),
+                ) => {
                     if matches!(e, Error::Timeout(_)) && !idempotent(requests) {
                         return Err(e);
                     }
@@ -355,9 +438,16 @@ impl DistSender {
                 Some(_) => {
                     let key = request_key(r).map(<[u8]>::to_vec).unwrap_or_default();
                     if !keys::is_user_addressable(&key) {
-                        return Err(Error::InvalidRequest(format!("key {} is outside the addressable keyspace", keys::pretty(&key))));
+                        return Err(Error::InvalidRequest(format!(
+                            "key {} is outside the addressable keyspace",
+                            keys::pretty(&key)
+                        )));
                     }
-                    let range = self.range_for(&key).await.map(|c| c.desc.range_id).unwrap_or(0);
+                    let range = self
+                        .range_for(&key)
+                        .await
+                        .map(|c| c.desc.range_id)
+                        .unwrap_or(0);
                     match by_range.get(&range) {
                         Some(&g) if range != 0 => groups[g].1.push(i),
                         _ => {
@@ -379,7 +469,9 @@ impl DistSender {
             }
         }
         for i in scans {
-            let Some(request::Kind::Scan(s)) = &requests[i].kind else { unreachable!("filtered above") };
+            let Some(request::Kind::Scan(s)) = &requests[i].kind else {
+                unreachable!("filtered above")
+            };
             out[i] = Some(self.scan(s.clone()).await?);
         }
         Ok(out.into_iter().map(Option::unwrap_or_default).collect())
@@ -401,13 +493,23 @@ impl DistSender {
     }
 
     async fn scan(&self, s: ScanRequest) -> Result<Response> {
-        let end = if s.end_key.is_empty() { keys::KEY_MAX.to_vec() } else { s.end_key.clone() };
+        let end = if s.end_key.is_empty() {
+            keys::KEY_MAX.to_vec()
+        } else {
+            s.end_key.clone()
+        };
         if s.start_key.as_slice() < keys::META_START || end.as_slice() > keys::KEY_MAX {
-            return Err(Error::InvalidRequest("scan outside the addressable keyspace".into()));
+            return Err(Error::InvalidRequest(
+                "scan outside the addressable keyspace".into(),
+            ));
         }
         let mut rows = Vec::new();
         let mut start = s.start_key.clone();
-        let limit = if s.limit == 0 { usize::MAX } else { s.limit as usize };
+        let limit = if s.limit == 0 {
+            usize::MAX
+        } else {
+            s.limit as usize
+        };
         let mut resume_key = Vec::new();
         while start < end && rows.len() < limit {
             let cached = self.range_for(&start).await?;
@@ -434,7 +536,11 @@ impl DistSender {
             }
             start = range_end;
         }
-        Ok(Response { rows, resume_key, ..Default::default() })
+        Ok(Response {
+            rows,
+            resume_key,
+            ..Default::default()
+        })
     }
 
     /// Every range descriptor in meta, in key order, starting with the first range.
@@ -442,7 +548,11 @@ impl DistSender {
         let mut start = keys::meta_key(keys::USER_START);
         start.push(0);
         let resp = self
-            .scan(ScanRequest { start_key: start, end_key: keys::SYSTEM_START.to_vec(), limit: 0 })
+            .scan(ScanRequest {
+                start_key: start,
+                end_key: keys::SYSTEM_START.to_vec(),
+                limit: 0,
+            })
             .await?;
         let mut out = Vec::new();
         if let Some(first) = self.first_range() {

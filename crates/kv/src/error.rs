@@ -85,15 +85,26 @@ impl Error {
     /// Converts to the wire form carried in a `RangeBatchResponse`.
     pub fn to_range_error(&self) -> RangeError {
         let (kind, leaseholder, descriptor) = match self {
-            Error::NotLeaseholder { leaseholder, descriptor, .. } => {
-                (Kind::NotLeaseholder, leaseholder.map(|n| n.0).unwrap_or(0), descriptor.clone())
-            }
+            Error::NotLeaseholder {
+                leaseholder,
+                descriptor,
+                ..
+            } => (
+                Kind::NotLeaseholder,
+                leaseholder.map(|n| n.0).unwrap_or(0),
+                descriptor.clone(),
+            ),
             Error::RangeNotFound(_) | Error::Stopping => (Kind::RangeNotFound, 0, None),
             Error::KeyOutOfRange { descriptor, .. } => (Kind::KeyOutOfRange, 0, descriptor.clone()),
             Error::ProposalDropped(_) => (Kind::ProposalDropped, 0, None),
             _ => (Kind::Other, 0, None),
         };
-        RangeError { kind: kind as i32, message: self.to_string(), leaseholder, descriptor }
+        RangeError {
+            kind: kind as i32,
+            message: self.to_string(),
+            leaseholder,
+            descriptor,
+        }
     }
 
     /// Converts back from the wire form.
@@ -105,9 +116,11 @@ impl Error {
                 descriptor: e.descriptor,
             },
             Kind::RangeNotFound => Error::RangeNotFound(range),
-            Kind::KeyOutOfRange => {
-                Error::KeyOutOfRange { range, key: e.message, descriptor: e.descriptor }
-            }
+            Kind::KeyOutOfRange => Error::KeyOutOfRange {
+                range,
+                key: e.message,
+                descriptor: e.descriptor,
+            },
             Kind::ProposalDropped => Error::ProposalDropped(range),
             Kind::Other => Error::InvalidRequest(e.message),
         }

@@ -123,7 +123,9 @@ pub fn parse_pretty(s: &str) -> Result<Vec<u8>, String> {
                 }
                 Some(b'x') => {
                     let hex = s.get(i + 2..i + 4).ok_or("truncated \\x escape")?;
-                    out.push(u8::from_str_radix(hex, 16).map_err(|_| format!("bad escape \\x{hex}"))?);
+                    out.push(
+                        u8::from_str_radix(hex, 16).map_err(|_| format!("bad escape \\x{hex}"))?,
+                    );
                     i += 4;
                 }
                 _ => return Err("a backslash must be followed by x or \\".into()),

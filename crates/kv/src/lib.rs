@@ -46,8 +46,8 @@ use std::time::Duration;
 
 pub use dist_sender::{DistSender, NodeDirectory, RangeCache};
 pub use error::{Error, Result};
-pub use store::{Store, StoreStatus};
 pub use store::StoreEvent;
+pub use store::{Store, StoreStatus};
 pub use transport::{GrpcTransport, SnapshotCallback, Transport};
 
 /// A node's id, allocated when it joins; also its store's id and its Raft peer id.

@@ -86,7 +86,8 @@ impl RaftLog {
         let mut it = log.engine.iter(Cf::Raft, &prefix, &upper);
         it.seek_for_prev(&upper);
         if it.valid()? {
-            let e = Entry::parse_from_bytes(it.value()).map_err(|e| Error::Decode(e.to_string()))?;
+            let e =
+                Entry::parse_from_bytes(it.value()).map_err(|e| Error::Decode(e.to_string()))?;
             if e.index > log.truncated_index {
                 log.last_index = e.index;
                 log.last_term = e.term;
@@ -102,7 +103,13 @@ impl RaftLog {
     }
 
     /// Records the applied position and configuration, for snapshots and restarts.
-    pub fn set_applied(&mut self, index: u64, term: u64, conf: Option<ConfState>, desc: &RangeDescriptor) {
+    pub fn set_applied(
+        &mut self,
+        index: u64,
+        term: u64,
+        conf: Option<ConfState>,
+        desc: &RangeDescriptor,
+    ) {
         self.applied_index = index;
         self.applied_term = term;
         if let Some(conf) = conf {
@@ -124,7 +131,9 @@ impl RaftLog {
             return Ok(());
         };
         for e in entries {
-            let bytes = e.write_to_bytes().map_err(|e| Error::Decode(e.to_string()))?;
+            let bytes = e
+                .write_to_bytes()
+                .map_err(|e| Error::Decode(e.to_string()))?;
             batch.put(Cf::Raft, keys::raft_log_key(self.range, e.index), bytes);
         }
         if last.index < self.last_index {
@@ -142,7 +151,9 @@ impl RaftLog {
 
     /// Sets the hard state.
     pub fn set_hard_state(&mut self, hs: HardState, batch: &mut WriteBatch) -> Result<()> {
-        let bytes = hs.write_to_bytes().map_err(|e| Error::Decode(e.to_string()))?;
+        let bytes = hs
+            .write_to_bytes()
+            .map_err(|e| Error::Decode(e.to_string()))?;
         batch.put(Cf::Raft, keys::raft_hard_state_key(self.range), bytes);
         self.hard_state = hs;
         Ok(())
@@ -220,7 +231,10 @@ impl RaftLog {
 
 impl raft::Storage for RaftLog {
     fn initial_state(&self) -> raft::Result<RaftState> {
-        Ok(RaftState { hard_state: self.hard_state.clone(), conf_state: self.conf_state.clone() })
+        Ok(RaftState {
+            hard_state: self.hard_state.clone(),
+            conf_state: self.conf_state.clone(),
+        })
     }
 
     fn entries(
@@ -286,12 +300,16 @@ impl raft::Storage for RaftLog {
 
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
         if self.applied_index < request_index {
-            return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
         }
         let data = build_snapshot_data(self.engine.as_ref(), self.range, &self.descriptor)
             .map_err(store_err)?;
-        let mut snap = Snapshot::default();
-        snap.data = data.into();
+        let mut snap = Snapshot {
+            data: data.into(),
+            ..Default::default()
+        };
         let meta = snap.mut_metadata();
         meta.index = self.applied_index;
         meta.term = self.applied_term;

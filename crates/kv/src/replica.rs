@@ -88,7 +88,9 @@ impl SharedState {
 
     /// Whether the key is in the applied span.
     pub fn contains(&self, key: &[u8]) -> bool {
-        self.initialized && key >= self.desc.start_key.as_slice() && key < self.desc.end_key.as_slice()
+        self.initialized
+            && key >= self.desc.start_key.as_slice()
+            && key < self.desc.end_key.as_slice()
     }
 }
 
@@ -101,7 +103,11 @@ struct Pending {
 /// Something applying an entry requires of the store beyond this replica.
 pub(crate) enum Effect {
     /// A split applied: create the right-hand range.
-    Split { right: RangeDescriptor, right_bytes: u64, was_leader: bool },
+    Split {
+        right: RangeDescriptor,
+        right_bytes: u64,
+        was_leader: bool,
+    },
     /// This replica is no longer part of the range.
     Removed,
     /// The descriptor changed; the leaseholder updates the meta range.
@@ -165,13 +171,17 @@ impl ApplyContext<'_> {
             Some(v) => mvcc_put(&mut self.batch, key, ts, v),
             None => mvcc_delete(&mut self.batch, key, ts),
         }
-        self.overlay.insert(key.to_vec(), (ts, value.map(<[u8]>::to_vec)));
+        self.overlay
+            .insert(key.to_vec(), (ts, value.map(<[u8]>::to_vec)));
         Ok((key.len() + value.map_or(0, <[u8]>::len) + 16) as u64)
     }
 }
 
 /// Reads the applied state of a range from the engine.
-pub(crate) fn load_applied_state(engine: &dyn Engine, range: RangeId) -> Result<Option<AppliedState>> {
+pub(crate) fn load_applied_state(
+    engine: &dyn Engine,
+    range: RangeId,
+) -> Result<Option<AppliedState>> {
     match engine.get(Cf::Data, &keys::applied_state_key(range))? {
         Some(b) => Ok(Some(AppliedState::decode(b.as_slice())?)),
         None => Ok(None),
@@ -192,13 +202,14 @@ pub(crate) fn conf_state_of(desc: &RangeDescriptor) -> ConfState {
 }
 
 fn conf_state_from_applied(s: &AppliedState) -> ConfState {
-    let mut cs = ConfState::default();
-    cs.voters = s.voters.clone();
-    cs.learners = s.learners.clone();
-    cs.voters_outgoing = s.voters_outgoing.clone();
-    cs.learners_next = s.learners_next.clone();
-    cs.auto_leave = s.auto_leave;
-    cs
+    ConfState {
+        voters: s.voters.clone(),
+        learners: s.learners.clone(),
+        voters_outgoing: s.voters_outgoing.clone(),
+        learners_next: s.learners_next.clone(),
+        auto_leave: s.auto_leave,
+        ..Default::default()
+    }
 }
 
 /// Initial Raft position of a range created by bootstrap or split: its log starts truncated at
@@ -225,15 +236,26 @@ pub(crate) fn write_initial_state(
         learners: cs.learners.clone(),
         ..Default::default()
     };
-    batch.put(Cf::Data, keys::applied_state_key(range), applied.encode_to_vec());
-    let mut hs = raft::eraftpb::HardState::default();
-    hs.term = hard_state_term.max(RAFT_INIT_INDEX);
-    hs.vote = if hard_state_term > RAFT_INIT_INDEX { vote } else { 0 };
-    hs.commit = RAFT_INIT_INDEX;
+    batch.put(
+        Cf::Data,
+        keys::applied_state_key(range),
+        applied.encode_to_vec(),
+    );
+    let hs = raft::eraftpb::HardState {
+        term: hard_state_term.max(RAFT_INIT_INDEX),
+        vote: if hard_state_term > RAFT_INIT_INDEX {
+            vote
+        } else {
+            0
+        },
+        commit: RAFT_INIT_INDEX,
+        ..Default::default()
+    };
     batch.put(
         Cf::Raft,
         keys::raft_hard_state_key(range),
-        hs.write_to_bytes().map_err(|e| Error::Decode(e.to_string()))?,
+        hs.write_to_bytes()
+            .map_err(|e| Error::Decode(e.to_string()))?,
     );
     let mut t = RAFT_INIT_INDEX.to_be_bytes().to_vec();
     t.extend_from_slice(&RAFT_INIT_INDEX.to_be_bytes());
@@ -325,14 +347,20 @@ impl Replica {
         if role == StateRole::Leader {
             if self.leader_since.is_none() {
                 self.leader_since = Some(Instant::now());
-                tracing::info!(range_id = self.range_id.0, term = self.raw.raft.term, "became leader");
+                tracing::info!(
+                    range_id = self.range_id.0,
+                    term = self.raw.raft.term,
+                    "became leader"
+                );
             }
         } else {
             if self.leader_since.is_some() {
                 // Proposals in flight may or may not commit under the next leader; say so now
                 // rather than let proposers wait out their timeout.
                 let range = self.range_id;
-                self.fail_pending(|| Error::Timeout(format!("range {range} lost its leader; outcome unknown")));
+                self.fail_pending(|| {
+                    Error::Timeout(format!("range {range} lost its leader; outcome unknown"))
+                });
             }
             self.leader_since = None;
             self.lease_expiry = None;
@@ -374,7 +402,14 @@ impl Replica {
         match self.raw.propose(id.to_be_bytes().to_vec(), data) {
             Ok(()) if self.raw.raft.raft_log.last_index() > before => {
                 let index = self.raw.raft.raft_log.last_index();
-                self.pending.insert(index, Pending { id, proposed_at, responder });
+                self.pending.insert(
+                    index,
+                    Pending {
+                        id,
+                        proposed_at,
+                        responder,
+                    },
+                );
             }
             _ => {
                 if let Some(r) = responder {
@@ -399,8 +434,14 @@ impl Replica {
         match self.raw.propose_conf_change(context, cc) {
             Ok(()) if self.raw.raft.raft_log.last_index() > before => {
                 let index = self.raw.raft.raft_log.last_index();
-                self.pending
-                    .insert(index, Pending { id, proposed_at, responder: Some(responder) });
+                self.pending.insert(
+                    index,
+                    Pending {
+                        id,
+                        proposed_at,
+                        responder: Some(responder),
+                    },
+                );
             }
             Ok(()) => {
                 let _ = responder.send(Err(Error::ProposalDropped(self.range_id)));
@@ -452,7 +493,9 @@ impl Replica {
             }
             if let Some(r) = p.responder {
                 let res = if matched {
-                    result.take().unwrap_or(Err(Error::ProposalDropped(self.range_id)))
+                    result
+                        .take()
+                        .unwrap_or(Err(Error::ProposalDropped(self.range_id)))
                 } else {
                     Err(Error::ProposalDropped(self.range_id))
                 };
@@ -535,7 +578,9 @@ impl Replica {
                 }
             }
         }
-        let cs = conf_changed.clone().unwrap_or_else(|| self.raw.raft.prs().conf().to_conf_state());
+        let cs = conf_changed
+            .clone()
+            .unwrap_or_else(|| self.raw.raft.prs().conf().to_conf_state());
         let applied = AppliedState {
             index: self.applied_index,
             term: self.applied_term,
@@ -547,9 +592,15 @@ impl Replica {
             learners_next: cs.learners_next.clone(),
             auto_leave: cs.auto_leave,
         };
-        ctx.batch.put(Cf::Data, keys::applied_state_key(self.range_id), applied.encode_to_vec());
+        ctx.batch.put(
+            Cf::Data,
+            keys::applied_state_key(self.range_id),
+            applied.encode_to_vec(),
+        );
         let (index, term, desc) = (self.applied_index, self.applied_term, self.desc.clone());
-        self.raw.mut_store().set_applied(index, term, conf_changed, &desc);
+        self.raw
+            .mut_store()
+            .set_applied(index, term, conf_changed, &desc);
         Ok(())
     }
 
@@ -565,7 +616,10 @@ impl Replica {
         if let Some(split) = cmd.split {
             return self.apply_split(split, ctx, effects).map(|_| Vec::new());
         }
-        let ts = cmd.timestamp.map(|t| Timestamp::new(t.wall, t.logical)).unwrap_or_default();
+        let ts = cmd
+            .timestamp
+            .map(|t| Timestamp::new(t.wall, t.logical))
+            .unwrap_or_default();
         let mut out = Vec::with_capacity(cmd.requests.len());
         for req in cmd.requests {
             out.push(self.apply_request(req, ts, ctx)?);
@@ -692,7 +746,11 @@ impl Replica {
         tracing::info!(range_id = self.range_id.0, right = right.range_id,
             split_key = %keys::pretty(&right.start_key), "applied split");
         self.desc = left;
-        effects.push(Effect::Split { right, right_bytes, was_leader: self.is_leader() });
+        effects.push(Effect::Split {
+            right,
+            right_bytes,
+            was_leader: self.is_leader(),
+        });
         effects.push(Effect::DescriptorChanged);
         Ok(())
     }

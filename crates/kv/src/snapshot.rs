@@ -27,7 +27,11 @@ fn push_record(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 /// Builds the payload of a snapshot of `desc` from the engine's current state.
-pub fn build_snapshot_data(engine: &dyn Engine, _range: RangeId, desc: &RangeDescriptor) -> Result<Vec<u8>> {
+pub fn build_snapshot_data(
+    engine: &dyn Engine,
+    _range: RangeId,
+    desc: &RangeDescriptor,
+) -> Result<Vec<u8>> {
     let snap = engine.snapshot();
     let mut out = Vec::new();
     push_record(&mut out, &desc.encode_to_vec());
@@ -54,8 +58,11 @@ fn read_record<'a>(data: &'a [u8], pos: &mut usize) -> Result<&'a [u8]> {
     Ok(rec)
 }
 
+/// Key-value pairs borrowed from a snapshot payload.
+pub type Pairs<'a> = Vec<(&'a [u8], &'a [u8])>;
+
 /// Splits a payload into its descriptor and data pairs.
-pub fn parse_snapshot_data(data: &[u8]) -> Result<(RangeDescriptor, Vec<(&[u8], &[u8])>)> {
+pub fn parse_snapshot_data(data: &[u8]) -> Result<(RangeDescriptor, Pairs<'_>)> {
     let mut pos = 0;
     let desc = RangeDescriptor::decode(read_record(data, &mut pos)?)?;
     let mut pairs = Vec::new();

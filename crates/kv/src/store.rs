@@ -41,14 +41,41 @@ use crate::snapshot::{apply_snapshot_data, parse_snapshot_data};
 use crate::transport::Transport;
 use crate::{keys, Error, NodeId, RangeId, Result, StoreConfig};
 
+/// A function run on the store thread against one replica (or `None` if absent).
+pub(crate) type InspectFn = Box<dyn FnOnce(Option<&Replica>) + Send>;
+
 /// Messages to the store thread.
 pub(crate) enum StoreMsg {
     Raft(RaftMessage),
-    Propose { range_id: RangeId, cmd: RaftCommand, responder: Responder },
-    ConfChange { range_id: RangeId, cc: ConfChangeV2, desc: RangeDescriptor, responder: Responder },
-    TransferLease { range_id: RangeId, target: NodeId },
-    SnapshotStatus { range_id: RangeId, to: NodeId, ok: bool },
-    Inspect { range_id: RangeId, f: Box<dyn FnOnce(Option<&Replica>) + Send> },
+    Propose {
+        range_id: RangeId,
+        cmd: RaftCommand,
+        responder: Responder,
+    },
+    ConfChange {
+        range_id: RangeId,
+        cc: ConfChangeV2,
+        desc: RangeDescriptor,
+        responder: Responder,
+    },
+    TransferLease {
+        range_id: RangeId,
+        target: NodeId,
+    },
+    SnapshotStatus {
+        range_id: RangeId,
+        to: NodeId,
+        ok: bool,
+    },
+    Inspect {
+        range_id: RangeId,
+        f: InspectFn,
+    },
+    /// Removes a replica that the range no longer includes (it missed its own removal).
+    Destroy {
+        range_id: RangeId,
+        generation: u64,
+    },
     Stop,
 }
 
@@ -99,7 +126,10 @@ impl Store {
     /// Writes the initial ranges of a new cluster, led by `node_id`: the first range (meta and
     /// system keys) and one range for all user keys.
     pub fn bootstrap(engine: &dyn Engine, node_id: NodeId) -> Result<()> {
-        let replicas = vec![ReplicaDescriptor { node_id: node_id.0, kind: ReplicaKind::Voter as i32 }];
+        let replicas = vec![ReplicaDescriptor {
+            node_id: node_id.0,
+            kind: ReplicaKind::Voter as i32,
+        }];
         let first = RangeDescriptor {
             range_id: 1,
             start_key: keys::META_START.to_vec(),
@@ -118,9 +148,19 @@ impl Store {
         let ts = Timestamp::new(1, 0);
         for d in [&first, &user] {
             write_initial_state(&mut batch, d, 0, 0, 0)?;
-            bini_mvcc::mvcc_put(&mut batch, &keys::meta_key(&d.end_key), ts, &d.encode_to_vec());
+            bini_mvcc::mvcc_put(
+                &mut batch,
+                &keys::meta_key(&d.end_key),
+                ts,
+                &d.encode_to_vec(),
+            );
         }
-        bini_mvcc::mvcc_put(&mut batch, keys::NODE_ID_COUNTER, ts, &(node_id.0 as i64).to_be_bytes());
+        bini_mvcc::mvcc_put(
+            &mut batch,
+            keys::NODE_ID_COUNTER,
+            ts,
+            &(node_id.0 as i64).to_be_bytes(),
+        );
         bini_mvcc::mvcc_put(&mut batch, keys::RANGE_ID_COUNTER, ts, &2i64.to_be_bytes());
         engine.write(&batch, true)?;
         Ok(())
@@ -160,7 +200,11 @@ impl Store {
             inner.replicas.write().insert(range_id, r.shared.clone());
             replicas.insert(range_id, r);
         }
-        tracing::info!(node_id = node_id.0, ranges = replicas.len(), "store started");
+        tracing::info!(
+            node_id = node_id.0,
+            ranges = replicas.len(),
+            "store started"
+        );
         let mut worker = Worker {
             inner: inner.clone(),
             rx,
@@ -228,7 +272,12 @@ impl Store {
     }
 
     fn shared(&self, range_id: RangeId) -> Result<Arc<ReplicaShared>> {
-        self.inner.replicas.read().get(&range_id).cloned().ok_or(Error::RangeNotFound(range_id))
+        self.inner
+            .replicas
+            .read()
+            .get(&range_id)
+            .cloned()
+            .ok_or(Error::RangeNotFound(range_id))
     }
 
     /// Descriptors and lease state of every replica on this store.
@@ -260,7 +309,10 @@ impl Store {
         Some(RangeInfo {
             descriptor: Some(st.desc.clone()),
             node_id: self.inner.node_id.0,
-            is_leaseholder: st.lease_valid(self.inner.node_id, Instant::now()),
+            // An idle range lets its lease lapse; its leader renews it on the next request, so
+            // for operators the leader is the leaseholder.
+            is_leaseholder: st.lease_valid(self.inner.node_id, Instant::now())
+                || st.leader == self.inner.node_id.0,
             leader: st.leader,
             term: st.term,
             applied_index: st.applied_index,
@@ -284,15 +336,25 @@ impl Store {
     }
 
     /// Executes a batch addressed to one range: reads on the lease, writes through Raft.
-    pub async fn execute(&self, range_id: RangeId, requests: Vec<Request>) -> Result<Vec<Response>> {
+    pub async fn execute(
+        &self,
+        range_id: RangeId,
+        requests: Vec<Request>,
+    ) -> Result<Vec<Response>> {
         let read_only = requests.iter().all(|r| {
-            matches!(r.kind, Some(request::Kind::Get(_)) | Some(request::Kind::Scan(_)))
+            matches!(
+                r.kind,
+                Some(request::Kind::Get(_)) | Some(request::Kind::Scan(_))
+            )
         });
         if requests.is_empty() {
             return Ok(Vec::new());
         }
         if !read_only {
-            let cmd = RaftCommand { requests, ..Default::default() };
+            let cmd = RaftCommand {
+                requests,
+                ..Default::default()
+            };
             return self.propose(range_id, cmd).await;
         }
         let requests = Arc::new(requests);
@@ -309,32 +371,54 @@ impl Store {
             .map_err(|e| Error::InvalidRequest(format!("read task: {e}")))?;
             match res {
                 Err(LeaseReadError::NeedsRenewal) => {
-                    let cmd = RaftCommand { lease_renewal: true, ..Default::default() };
+                    let cmd = RaftCommand {
+                        lease_renewal: true,
+                        ..Default::default()
+                    };
                     self.propose(range_id, cmd).await?;
                 }
                 Err(LeaseReadError::Other(e)) => return Err(e),
                 Ok(r) => return Ok(r),
             }
         }
-        Err(Error::NotLeaseholder { range: range_id, leaseholder: None, descriptor: None })
+        Err(Error::NotLeaseholder {
+            range: range_id,
+            leaseholder: None,
+            descriptor: None,
+        })
     }
 
     /// Proposes a command to a range led here and waits for it to apply.
-    pub(crate) async fn propose(&self, range_id: RangeId, cmd: RaftCommand) -> Result<Vec<Response>> {
+    pub(crate) async fn propose(
+        &self,
+        range_id: RangeId,
+        cmd: RaftCommand,
+    ) -> Result<Vec<Response>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.inner
             .tx
-            .send(StoreMsg::Propose { range_id, cmd, responder: tx })
+            .send(StoreMsg::Propose {
+                range_id,
+                cmd,
+                responder: tx,
+            })
             .map_err(|_| Error::Stopping)?;
         match tokio::time::timeout(PROPOSAL_TIMEOUT, rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(Error::Stopping),
-            Err(_) => Err(Error::Timeout(format!("proposal to range {range_id} (outcome unknown)"))),
+            Err(_) => Err(Error::Timeout(format!(
+                "proposal to range {range_id} (outcome unknown)"
+            ))),
         }
     }
 
     /// Proposes a split of a range at `split_key`, giving the right side `new_range_id`.
-    pub async fn split(&self, range_id: RangeId, split_key: Vec<u8>, new_range_id: RangeId) -> Result<()> {
+    pub async fn split(
+        &self,
+        range_id: RangeId,
+        split_key: Vec<u8>,
+        new_range_id: RangeId,
+    ) -> Result<()> {
         let desc = self.descriptor(range_id)?;
         if split_key <= desc.start_key || split_key >= desc.end_key {
             return Err(Error::InvalidRequest("split key outside the range".into()));
@@ -352,7 +436,10 @@ impl Store {
             generation: desc.generation + 1,
         };
         let cmd = RaftCommand {
-            split: Some(SplitTrigger { left: Some(left), right: Some(right) }),
+            split: Some(SplitTrigger {
+                left: Some(left),
+                right: Some(right),
+            }),
             ..Default::default()
         };
         self.propose(range_id, cmd).await.map(|_| ())
@@ -371,7 +458,11 @@ impl Store {
     /// Whether this store holds the lease of a range.
     pub fn is_leaseholder(&self, range_id: RangeId) -> bool {
         self.shared(range_id)
-            .map(|s| s.state.read().lease_valid(self.inner.node_id, Instant::now()))
+            .map(|s| {
+                s.state
+                    .read()
+                    .lease_valid(self.inner.node_id, Instant::now())
+            })
             .unwrap_or(false)
     }
 
@@ -400,16 +491,28 @@ impl Store {
         rx.await.map_err(|_| Error::Stopping)
     }
 
-    async fn conf_change(&self, range_id: RangeId, cc: ConfChangeV2, desc: RangeDescriptor) -> Result<()> {
+    async fn conf_change(
+        &self,
+        range_id: RangeId,
+        cc: ConfChangeV2,
+        desc: RangeDescriptor,
+    ) -> Result<()> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.inner
             .tx
-            .send(StoreMsg::ConfChange { range_id, cc, desc, responder: tx })
+            .send(StoreMsg::ConfChange {
+                range_id,
+                cc,
+                desc,
+                responder: tx,
+            })
             .map_err(|_| Error::Stopping)?;
         match tokio::time::timeout(PROPOSAL_TIMEOUT * 2, rx).await {
             Ok(Ok(r)) => r.map(|_| ()),
             Ok(Err(_)) => Err(Error::Stopping),
-            Err(_) => Err(Error::Timeout(format!("configuration change of range {range_id}"))),
+            Err(_) => Err(Error::Timeout(format!(
+                "configuration change of range {range_id}"
+            ))),
         }
     }
 
@@ -428,7 +531,9 @@ impl Store {
             ));
         }
         if !self.inner.changing.lock().insert(range_id) {
-            return Err(Error::InvalidRequest(format!("range {range_id} is already changing replicas")));
+            return Err(Error::InvalidRequest(format!(
+                "range {range_id} is already changing replicas"
+            )));
         }
         let res = self.change_replicas_locked(range_id, add, remove).await;
         self.inner.changing.lock().remove(&range_id);
@@ -448,10 +553,14 @@ impl Store {
                 continue;
             }
             let mut next = desc.clone();
-            next.replicas.push(ReplicaDescriptor { node_id: n.0, kind: ReplicaKind::Learner as i32 });
+            next.replicas.push(ReplicaDescriptor {
+                node_id: n.0,
+                kind: ReplicaKind::Learner as i32,
+            });
             next.generation += 1;
             let mut cc = ConfChangeV2::default();
-            cc.mut_changes().push(single(ConfChangeType::AddLearnerNode, n));
+            cc.mut_changes()
+                .push(single(ConfChangeType::AddLearnerNode, n));
             self.conf_change(range_id, cc, next.clone()).await?;
             desc = next;
         }
@@ -461,25 +570,34 @@ impl Store {
             let want: Vec<u64> = add.iter().map(|n| n.0).collect();
             let caught_up = self
                 .inspect(range_id, move |r| {
-                    let Some(r) = r else { return Err(Error::RangeNotFound(range_id)) };
+                    let Some(r) = r else {
+                        return Err(Error::RangeNotFound(range_id));
+                    };
                     if !r.is_leader() {
                         return Err(r.not_leaseholder());
                     }
                     let applied = r.applied_index;
                     let prs = r.raw.raft.prs();
-                    Ok(want.iter().all(|n| prs.get(*n).is_some_and(|p| p.matched >= applied.min(r.raw.raft.raft_log.committed))))
+                    Ok(want.iter().all(|n| {
+                        prs.get(*n).is_some_and(|p| {
+                            p.matched >= applied.min(r.raw.raft.raft_log.committed)
+                        })
+                    }))
                 })
                 .await??;
             if caught_up {
                 break;
             }
             if Instant::now() > deadline {
-                return Err(Error::Timeout(format!("new replicas of range {range_id} did not catch up")));
+                return Err(Error::Timeout(format!(
+                    "new replicas of range {range_id} did not catch up"
+                )));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let mut next = desc.clone();
-        next.replicas.retain(|r| !remove.iter().any(|n| n.0 == r.node_id));
+        next.replicas
+            .retain(|r| !remove.iter().any(|n| n.0 == r.node_id));
         for r in next.replicas.iter_mut() {
             if add.iter().any(|n| n.0 == r.node_id) {
                 r.kind = ReplicaKind::Voter as i32;
@@ -502,17 +620,38 @@ impl Store {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let joint = self
-                .inspect(range_id, |r| r.is_some_and(|r| !r.raw.raft.prs().conf().to_conf_state().voters_outgoing.is_empty()))
+                .inspect(range_id, |r| {
+                    r.is_some_and(|r| {
+                        !r.raw
+                            .raft
+                            .prs()
+                            .conf()
+                            .to_conf_state()
+                            .voters_outgoing
+                            .is_empty()
+                    })
+                })
                 .await?;
             if !joint {
                 break;
             }
             if Instant::now() > deadline {
-                return Err(Error::Timeout(format!("range {range_id} stayed in a joint configuration")));
+                return Err(Error::Timeout(format!(
+                    "range {range_id} stayed in a joint configuration"
+                )));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(next)
+    }
+
+    /// Removes this store's replica of a range whose descriptor at `generation` (from meta) no
+    /// longer lists this node. Does nothing if the local replica is as new or leads.
+    pub fn gc_replica(&self, range_id: RangeId, generation: u64) {
+        let _ = self.inner.tx.send(StoreMsg::Destroy {
+            range_id,
+            generation,
+        });
     }
 
     /// Hands the lease (and Raft leadership) of a range led here to `target`.
@@ -532,7 +671,9 @@ impl Store {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(Error::Timeout(format!("lease transfer of range {range_id} to node {target}")));
+                return Err(Error::Timeout(format!(
+                    "lease transfer of range {range_id} to node {target}"
+                )));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -590,11 +731,15 @@ fn lease_read(
     };
     for r in requests {
         match &r.kind {
-            Some(request::Kind::Get(g)) if !st.contains(&g.key) => return Err(out_of_range(&g.key)),
-            Some(request::Kind::Scan(s)) => {
-                if !st.contains(&s.start_key) || s.end_key.as_slice() > st.desc.end_key.as_slice() || s.end_key.is_empty() {
-                    return Err(out_of_range(&s.start_key));
-                }
+            Some(request::Kind::Get(g)) if !st.contains(&g.key) => {
+                return Err(out_of_range(&g.key))
+            }
+            Some(request::Kind::Scan(s))
+                if !st.contains(&s.start_key)
+                    || s.end_key.as_slice() > st.desc.end_key.as_slice()
+                    || s.end_key.is_empty() =>
+            {
+                return Err(out_of_range(&s.start_key));
             }
             _ => {}
         }
@@ -610,19 +755,38 @@ fn lease_read(
             descriptor: Some(st.desc.clone()),
         }));
     }
-    shared.last_read_ms.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    shared
+        .last_read_ms
+        .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
     let mut out = Vec::with_capacity(requests.len());
     for r in requests {
         let mut resp = Response::default();
         match &r.kind {
             Some(request::Kind::Get(g)) => {
-                resp.value = mvcc_get(engine, &g.key, Timestamp::MAX).map_err(|e| LeaseReadError::Other(e.into()))?;
+                resp.value = mvcc_get(engine, &g.key, Timestamp::MAX)
+                    .map_err(|e| LeaseReadError::Other(e.into()))?;
             }
             Some(request::Kind::Scan(s)) => {
-                let limit = if s.limit == 0 { usize::MAX } else { s.limit as usize };
-                let rows = mvcc_scan(engine, &s.start_key, &s.end_key, Timestamp::MAX, limit.saturating_add(1))
-                    .map_err(|e| LeaseReadError::Other(e.into()))?;
-                let mut rows: Vec<_> = rows.into_iter().map(|kv| bini_proto::KeyValue { key: kv.key, value: kv.value }).collect();
+                let limit = if s.limit == 0 {
+                    usize::MAX
+                } else {
+                    s.limit as usize
+                };
+                let rows = mvcc_scan(
+                    engine,
+                    &s.start_key,
+                    &s.end_key,
+                    Timestamp::MAX,
+                    limit.saturating_add(1),
+                )
+                .map_err(|e| LeaseReadError::Other(e.into()))?;
+                let mut rows: Vec<_> = rows
+                    .into_iter()
+                    .map(|kv| bini_proto::KeyValue {
+                        key: kv.key,
+                        value: kv.value,
+                    })
+                    .collect();
                 if rows.len() > limit {
                     let extra = rows.pop().expect("longer than limit");
                     resp.resume_key = extra.key;
@@ -698,7 +862,11 @@ impl Worker {
     fn handle(&mut self, msg: StoreMsg) {
         match msg {
             StoreMsg::Raft(m) => self.on_raft_message(m),
-            StoreMsg::Propose { range_id, mut cmd, responder } => {
+            StoreMsg::Propose {
+                range_id,
+                mut cmd,
+                responder,
+            } => {
                 let Some(r) = self.replicas.get_mut(&range_id) else {
                     let _ = responder.send(Err(Error::RangeNotFound(range_id)));
                     return;
@@ -720,11 +888,19 @@ impl Worker {
                     }
                 }
                 let ts = self.inner.clock.now();
-                cmd.timestamp = Some(bini_proto::Timestamp { wall: ts.wall, logical: ts.logical });
+                cmd.timestamp = Some(bini_proto::Timestamp {
+                    wall: ts.wall,
+                    logical: ts.logical,
+                });
                 let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
                 r.propose(id, cmd.encode_to_vec(), Some(responder));
             }
-            StoreMsg::ConfChange { range_id, cc, desc, responder } => {
+            StoreMsg::ConfChange {
+                range_id,
+                cc,
+                desc,
+                responder,
+            } => {
                 let Some(r) = self.replicas.get_mut(&range_id) else {
                     let _ = responder.send(Err(Error::RangeNotFound(range_id)));
                     return;
@@ -746,7 +922,11 @@ impl Worker {
             }
             StoreMsg::SnapshotStatus { range_id, to, ok } => {
                 if let Some(r) = self.replicas.get_mut(&range_id) {
-                    let status = if ok { raft::SnapshotStatus::Finish } else { raft::SnapshotStatus::Failure };
+                    let status = if ok {
+                        raft::SnapshotStatus::Finish
+                    } else {
+                        raft::SnapshotStatus::Failure
+                    };
                     r.raw.report_snapshot(to.0, status);
                     if !ok {
                         r.raw.report_unreachable(to.0);
@@ -754,6 +934,31 @@ impl Worker {
                 }
             }
             StoreMsg::Inspect { range_id, f } => f(self.replicas.get(&range_id)),
+            StoreMsg::Destroy {
+                range_id,
+                generation,
+            } => {
+                let stale = self
+                    .replicas
+                    .get(&range_id)
+                    .is_some_and(|r| r.desc.generation < generation && !r.is_leader());
+                if stale {
+                    if let Some(mut r) = self.replicas.remove(&range_id) {
+                        let mut batch = WriteBatch::new();
+                        destroy_replica(&r, &mut batch);
+                        if let Err(e) = self.inner.engine.write(&batch, true) {
+                            tracing::error!(range_id = range_id.0, error = %e, "cannot remove replica");
+                        }
+                        r.fail_pending(|| Error::RangeNotFound(range_id));
+                        r.shared.state.write().destroyed = true;
+                        self.inner.replicas.write().remove(&range_id);
+                        tracing::info!(
+                            range_id = range_id.0,
+                            "removed a replica the range no longer includes"
+                        );
+                    }
+                }
+            }
             StoreMsg::Stop => {}
         }
     }
@@ -770,8 +975,10 @@ impl Worker {
         let t = msg.get_msg_type();
         // A restarted store has forgotten which leaders it heard from recently; refusing votes
         // for an election timeout keeps a lease held elsewhere safe.
-        if matches!(t, MessageType::MsgRequestVote | MessageType::MsgRequestPreVote)
-            && self.inner.started.elapsed() < self.inner.config.election_timeout()
+        if matches!(
+            t,
+            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+        ) && self.inner.started.elapsed() < self.inner.config.election_timeout()
         {
             return;
         }
@@ -786,10 +993,19 @@ impl Worker {
             if !from_leader || !self.may_create(range_id, m.generation) {
                 return;
             }
-            match Replica::open(range_id, self.inner.node_id, self.inner.engine.clone(), &self.inner.config, &self.logger) {
+            match Replica::open(
+                range_id,
+                self.inner.node_id,
+                self.inner.engine.clone(),
+                &self.inner.config,
+                &self.logger,
+            ) {
                 Ok(r) => {
                     tracing::debug!(range_id = range_id.0, "created replica on message");
-                    self.inner.replicas.write().insert(range_id, r.shared.clone());
+                    self.inner
+                        .replicas
+                        .write()
+                        .insert(range_id, r.shared.clone());
                     self.replicas.insert(range_id, r);
                 }
                 Err(e) => {
@@ -807,8 +1023,14 @@ impl Worker {
 
     /// A replica removed at a newer generation is not recreated by stale traffic.
     fn may_create(&self, range_id: RangeId, generation: u64) -> bool {
-        match self.inner.engine.get(Cf::Data, &keys::tombstone_key(range_id)) {
-            Ok(Some(b)) if b.len() == 8 => generation > u64::from_be_bytes(b[..8].try_into().expect("8 bytes")),
+        match self
+            .inner
+            .engine
+            .get(Cf::Data, &keys::tombstone_key(range_id))
+        {
+            Ok(Some(b)) if b.len() == 8 => {
+                generation > u64::from_be_bytes(b[..8].try_into().expect("8 bytes"))
+            }
             Ok(_) => true,
             Err(_) => false,
         }
@@ -852,7 +1074,8 @@ impl Worker {
             }
             if r.approx_bytes > self.inner.config.range_max_bytes
                 && r.desc.start_key.as_slice() >= keys::USER_START
-                && r.last_split_proposed.is_none_or(|t| t.elapsed() > Duration::from_secs(5))
+                && r.last_split_proposed
+                    .is_none_or(|t| t.elapsed() > Duration::from_secs(5))
             {
                 r.last_split_proposed = Some(now);
                 splits.push(*id);
@@ -860,7 +1083,10 @@ impl Worker {
         }
         for id in renew {
             if let Some(r) = self.replicas.get_mut(&id) {
-                let cmd = RaftCommand { lease_renewal: true, ..Default::default() };
+                let cmd = RaftCommand {
+                    lease_renewal: true,
+                    ..Default::default()
+                };
                 let pid = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
                 r.propose(pid, cmd.encode_to_vec(), None);
             }
@@ -868,7 +1094,7 @@ impl Worker {
         for id in splits {
             self.emit(StoreEvent::SplitNeeded(id));
         }
-        if self.ticks % 10 == 0 {
+        if self.ticks.is_multiple_of(10) {
             self.truncate_logs();
         }
     }
@@ -885,7 +1111,14 @@ impl Worker {
             }
             let mut to = r.applied_index.saturating_sub(max / 2);
             if r.is_leader() {
-                let min_match = r.raw.raft.prs().iter().filter(|(_, p)| p.recent_active).map(|(_, p)| p.matched).min();
+                let min_match = r
+                    .raw
+                    .raft
+                    .prs()
+                    .iter()
+                    .filter(|(_, p)| p.recent_active)
+                    .map(|(_, p)| p.matched)
+                    .min();
                 if let Some(m) = min_match {
                     to = to.max(m.min(r.applied_index)).min(r.applied_index);
                 }
@@ -901,12 +1134,19 @@ impl Worker {
         }
     }
 
-    fn queue_messages(&mut self, range_id: RangeId, generation: u64, msgs: Vec<raft::eraftpb::Message>) {
+    fn queue_messages(
+        &mut self,
+        range_id: RangeId,
+        generation: u64,
+        msgs: Vec<raft::eraftpb::Message>,
+    ) {
         for mut m in msgs {
             let to = NodeId(m.to);
             if m.get_msg_type() == MessageType::MsgSnapshot {
                 let data = std::mem::take(&mut m.mut_snapshot().data);
-                let Ok(header) = m.write_to_bytes() else { continue };
+                let Ok(header) = m.write_to_bytes() else {
+                    continue;
+                };
                 let tx = self.inner.tx.clone();
                 self.transport.send_snapshot(
                     to,
@@ -918,8 +1158,14 @@ impl Worker {
                 );
                 continue;
             }
-            let Ok(bytes) = m.write_to_bytes() else { continue };
-            self.outbox.entry(to).or_default().push(RaftMessage { range_id: range_id.0, message: bytes, generation });
+            let Ok(bytes) = m.write_to_bytes() else {
+                continue;
+            };
+            self.outbox.entry(to).or_default().push(RaftMessage {
+                range_id: range_id.0,
+                message: bytes,
+                generation,
+            });
         }
     }
 
@@ -930,7 +1176,12 @@ impl Worker {
     }
 
     fn process_ready(&mut self) -> Result<()> {
-        let ids: Vec<RangeId> = self.replicas.iter().filter(|(_, r)| r.raw.has_ready()).map(|(id, _)| *id).collect();
+        let ids: Vec<RangeId> = self
+            .replicas
+            .iter()
+            .filter(|(_, r)| r.raw.has_ready())
+            .map(|(id, _)| *id)
+            .collect();
         if ids.is_empty() {
             return Ok(());
         }
@@ -964,7 +1215,10 @@ impl Worker {
         if !persist.is_empty() {
             self.inner.engine.write(&persist, must_sync)?;
             if must_sync {
-                self.inner.status.synced_rounds.fetch_add(1, Ordering::Relaxed);
+                self.inner
+                    .status
+                    .synced_rounds
+                    .fetch_add(1, Ordering::Relaxed);
             }
         }
 
@@ -999,7 +1253,11 @@ impl Worker {
         let mut removed = Vec::new();
         for (id, effect) in &effects {
             match effect {
-                Effect::Split { right, right_bytes, was_leader } => {
+                Effect::Split {
+                    right,
+                    right_bytes,
+                    was_leader,
+                } => {
                     let (term, vote) = match self.replicas.get(&RangeId(right.range_id)) {
                         Some(existing) if !existing.initialized => {
                             let hs = existing.raw.store().hard_state();
@@ -1020,7 +1278,9 @@ impl Worker {
                 destroy_replica(r, &mut ctx.batch);
             }
         }
-        let ApplyContext { batch, responses, .. } = ctx;
+        let ApplyContext {
+            batch, responses, ..
+        } = ctx;
         if !batch.is_empty() {
             self.inner.engine.write(&batch, false)?;
         }
@@ -1028,22 +1288,36 @@ impl Worker {
             r.raw.advance_apply_to(r.applied_index);
             r.publish();
         }
-        self.inner.status.proposals_applied.fetch_add(responses.len() as u64, Ordering::Relaxed);
+        self.inner
+            .status
+            .proposals_applied
+            .fetch_add(responses.len() as u64, Ordering::Relaxed);
         for (tx, res) in responses {
             let _ = tx.send(res);
         }
         for (range_id, campaign) in created {
             self.replicas.remove(&range_id);
-            match Replica::open(range_id, self.inner.node_id, self.inner.engine.clone(), &self.inner.config, &self.logger) {
+            match Replica::open(
+                range_id,
+                self.inner.node_id,
+                self.inner.engine.clone(),
+                &self.inner.config,
+                &self.logger,
+            ) {
                 Ok(mut r) => {
                     if campaign {
                         let _ = r.raw.campaign();
                     }
                     r.publish();
-                    self.inner.replicas.write().insert(range_id, r.shared.clone());
+                    self.inner
+                        .replicas
+                        .write()
+                        .insert(range_id, r.shared.clone());
                     self.replicas.insert(range_id, r);
                 }
-                Err(e) => tracing::error!(range_id = range_id.0, error = %e, "cannot open split range"),
+                Err(e) => {
+                    tracing::error!(range_id = range_id.0, error = %e, "cannot open split range")
+                }
             }
         }
         for id in removed {
@@ -1081,7 +1355,11 @@ pub(crate) fn request_key(r: &Request) -> Option<&[u8]> {
     }
 }
 
-fn apply_snapshot(r: &mut Replica, snap: &raft::eraftpb::Snapshot, batch: &mut WriteBatch) -> Result<()> {
+fn apply_snapshot(
+    r: &mut Replica,
+    snap: &raft::eraftpb::Snapshot,
+    batch: &mut WriteBatch,
+) -> Result<()> {
     let (desc, pairs) = parse_snapshot_data(&snap.data)?;
     let bytes = apply_snapshot_data(batch, &desc, &pairs);
     r.raw.mut_store().apply_snapshot(snap, batch)?;
@@ -1103,11 +1381,22 @@ fn apply_snapshot(r: &mut Replica, snap: &raft::eraftpb::Snapshot, batch: &mut W
         learners_next: cs.learners_next.clone(),
         auto_leave: cs.auto_leave,
     };
-    batch.put(Cf::Data, keys::applied_state_key(r.range_id), applied.encode_to_vec());
+    batch.put(
+        Cf::Data,
+        keys::applied_state_key(r.range_id),
+        applied.encode_to_vec(),
+    );
     let desc = r.desc.clone();
-    r.raw.mut_store().set_applied(meta.index, meta.term, Some(cs.clone()), &desc);
+    r.raw
+        .mut_store()
+        .set_applied(meta.index, meta.term, Some(cs.clone()), &desc);
     r.shared.state.write().snapshots_applied += 1;
-    tracing::info!(range_id = r.range_id.0, index = meta.index, bytes, "applied snapshot");
+    tracing::info!(
+        range_id = r.range_id.0,
+        index = meta.index,
+        bytes,
+        "applied snapshot"
+    );
     Ok(())
 }
 
@@ -1118,6 +1407,9 @@ fn destroy_replica(r: &Replica, batch: &mut WriteBatch) {
     }
     batch.delete(Cf::Data, keys::applied_state_key(r.range_id));
     r.raw.store().destroy(batch);
-    batch.put(Cf::Data, keys::tombstone_key(r.range_id), r.desc.generation.to_be_bytes().to_vec());
+    batch.put(
+        Cf::Data,
+        keys::tombstone_key(r.range_id),
+        r.desc.generation.to_be_bytes().to_vec(),
+    );
 }
-

@@ -73,7 +73,13 @@ impl GrpcTransport {
         directory: Arc<NodeDirectory>,
         runtime: tokio::runtime::Handle,
     ) -> Self {
-        Self { local, local_addr, directory, runtime, peers: Mutex::new(HashMap::new()) }
+        Self {
+            local,
+            local_addr,
+            directory,
+            runtime,
+            peers: Mutex::new(HashMap::new()),
+        }
     }
 
     fn queue(&self, to: NodeId) -> mpsc::Sender<RaftMessageBatch> {
@@ -84,7 +90,8 @@ impl GrpcTransport {
             }
         }
         let (tx, rx) = mpsc::channel(QUEUE_BATCHES);
-        self.runtime.spawn(run_peer_stream(to, self.directory.clone(), rx));
+        self.runtime
+            .spawn(run_peer_stream(to, self.directory.clone(), rx));
         peers.insert(to, tx.clone());
         tx
     }
@@ -112,7 +119,9 @@ async fn run_peer_stream(
         let (stream_tx, stream_rx) = mpsc::channel::<RaftMessageBatch>(QUEUE_BATCHES);
         let _ = stream_tx.send(first).await;
         let call = tokio::spawn(async move {
-            client.raft_messages(tokio_stream::wrappers::ReceiverStream::new(stream_rx)).await
+            client
+                .raft_messages(tokio_stream::wrappers::ReceiverStream::new(stream_rx))
+                .await
         });
         // Forward until the stream breaks.
         loop {

@@ -26,9 +26,15 @@ pub struct Timestamp {
 
 impl Timestamp {
     /// The zero timestamp, below every real one.
-    pub const ZERO: Timestamp = Timestamp { wall: 0, logical: 0 };
+    pub const ZERO: Timestamp = Timestamp {
+        wall: 0,
+        logical: 0,
+    };
     /// The largest timestamp: a read at `MAX` sees the newest version of everything.
-    pub const MAX: Timestamp = Timestamp { wall: u64::MAX, logical: u32::MAX };
+    pub const MAX: Timestamp = Timestamp {
+        wall: u64::MAX,
+        logical: u32::MAX,
+    };
 
     /// A timestamp from parts.
     pub const fn new(wall: u64, logical: u32) -> Self {
@@ -38,9 +44,15 @@ impl Timestamp {
     /// The smallest timestamp greater than this one.
     pub fn next(self) -> Self {
         if self.logical == u32::MAX {
-            Self { wall: self.wall.saturating_add(1), logical: 0 }
+            Self {
+                wall: self.wall.saturating_add(1),
+                logical: 0,
+            }
         } else {
-            Self { wall: self.wall, logical: self.logical + 1 }
+            Self {
+                wall: self.wall,
+                logical: self.logical + 1,
+            }
         }
     }
 
@@ -62,7 +74,13 @@ impl Timestamp {
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{:09},{}", self.wall / 1_000_000_000, self.wall % 1_000_000_000, self.logical)
+        write!(
+            f,
+            "{}.{:09},{}",
+            self.wall / 1_000_000_000,
+            self.wall % 1_000_000_000,
+            self.logical
+        )
     }
 }
 
@@ -78,7 +96,10 @@ pub struct SystemClock;
 
 impl PhysicalClock for SystemClock {
     fn now_nanos(&self) -> u64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
     }
 }
 
@@ -92,7 +113,9 @@ pub struct ManualClock {
 impl ManualClock {
     /// A manual clock at `nanos`.
     pub fn new(nanos: u64) -> Self {
-        Self { nanos: AtomicU64::new(nanos) }
+        Self {
+            nanos: AtomicU64::new(nanos),
+        }
     }
 
     /// Moves the clock forward (or backward) to `nanos`.
@@ -122,7 +145,11 @@ pub struct Hlc {
 impl Hlc {
     /// A clock reading `physical`, tolerating `max_offset` between nodes.
     pub fn new(physical: Arc<dyn PhysicalClock>, max_offset: Duration) -> Self {
-        Self { physical, last: Mutex::new(Timestamp::ZERO), max_offset }
+        Self {
+            physical,
+            last: Mutex::new(Timestamp::ZERO),
+            max_offset,
+        }
     }
 
     /// A clock on the system wall clock.
@@ -139,7 +166,11 @@ impl Hlc {
     pub fn now(&self) -> Timestamp {
         let physical = self.physical.now_nanos();
         let mut last = self.last.lock();
-        *last = if physical > last.wall { Timestamp::new(physical, 0) } else { last.next() };
+        *last = if physical > last.wall {
+            Timestamp::new(physical, 0)
+        } else {
+            last.next()
+        };
         *last
     }
 
@@ -190,7 +221,10 @@ mod tests {
         assert!(hlc.now() > remote);
         let far = Timestamp::new(2_000_000_000, 0);
         let err = hlc.update(far).expect_err("beyond offset");
-        assert!(err.to_string().contains("exceeds the maximum of 500 ms"), "{err}");
+        assert!(
+            err.to_string().contains("exceeds the maximum of 500 ms"),
+            "{err}"
+        );
     }
 
     #[test]

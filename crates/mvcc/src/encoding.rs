@@ -122,9 +122,24 @@ mod tests {
 
     #[test]
     fn encoding_preserves_user_key_order() {
-        let keys: Vec<&[u8]> = vec![b"", b"\x00", b"\x00\x00", b"\x00\x01", b"a", b"a\x00", b"a\xff", b"ab", b"b"];
+        let keys: Vec<&[u8]> = vec![
+            b"",
+            b"\x00",
+            b"\x00\x00",
+            b"\x00\x01",
+            b"a",
+            b"a\x00",
+            b"ab",
+            b"a\xff",
+            b"b",
+        ];
         for w in keys.windows(2) {
-            assert!(encode_key(w[0]) < encode_key(w[1]), "{:?} < {:?}", w[0], w[1]);
+            assert!(
+                encode_key(w[0]) < encode_key(w[1]),
+                "{:?} < {:?}",
+                w[0],
+                w[1]
+            );
             let ts = Timestamp::new(1, 0);
             assert!(encode_version(w[0], Timestamp::ZERO) < encode_key(w[1]));
             assert!(encode_version(w[0], ts) < encode_version(w[1], ts));

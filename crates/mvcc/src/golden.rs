@@ -2,7 +2,7 @@
 //! with `UPDATE_GOLDENFILES=1 cargo test -p bini-mvcc` and review the diff).
 //!
 //! Commands: `put KEY WALL VALUE`, `del KEY WALL`, `get KEY WALL`, `scan START END WALL`
-//! (`*` for an unbounded end), `dump` (every engine entry, decoded).
+//! (an empty END is unbounded), `dump` (every engine entry, decoded).
 
 use std::error::Error;
 use std::fmt::Write as _;
@@ -22,7 +22,11 @@ fn ts(s: &str) -> Result<Timestamp, Box<dyn Error>> {
 impl goldenscript::Runner for MvccRunner {
     type Command = goldenscript::Command;
 
-    fn run(&mut self, command: &goldenscript::Command, _: &goldenscript::Context) -> Result<String, Box<dyn Error>> {
+    fn run(
+        &mut self,
+        command: &goldenscript::Command,
+        _: &goldenscript::Context,
+    ) -> Result<String, Box<dyn Error>> {
         let mut args = command.consume_args();
         let mut pos = || args.next_pos().ok_or("missing argument");
         let mut out = String::new();
@@ -48,9 +52,19 @@ impl goldenscript::Runner for MvccRunner {
             }
             "scan" => {
                 let (start, end, t) = (pos()?, pos()?, ts(pos()?)?);
-                let end = if end == "*" { "" } else { end };
-                for kv in mvcc_scan(&self.engine, start.as_bytes(), end.as_bytes(), t, usize::MAX)? {
-                    writeln!(out, "{} → {}", String::from_utf8_lossy(&kv.key), String::from_utf8_lossy(&kv.value))?;
+                for kv in mvcc_scan(
+                    &self.engine,
+                    start.as_bytes(),
+                    end.as_bytes(),
+                    t,
+                    usize::MAX,
+                )? {
+                    writeln!(
+                        out,
+                        "{} → {}",
+                        String::from_utf8_lossy(&kv.key),
+                        String::from_utf8_lossy(&kv.value)
+                    )?;
                 }
             }
             "dump" => {
@@ -60,7 +74,9 @@ impl goldenscript::Runner for MvccRunner {
                         Value::Live(v) => String::from_utf8_lossy(&v).into_owned(),
                         Value::Tombstone => "<tombstone>".into(),
                     };
-                    let at = version.map(|t| t.wall.to_string()).unwrap_or_else(|| "meta".into());
+                    let at = version
+                        .map(|t| t.wall.to_string())
+                        .unwrap_or_else(|| "meta".into());
                     writeln!(out, "{}@{at} = {value}", String::from_utf8_lossy(&key))?;
                 }
             }
@@ -72,5 +88,10 @@ impl goldenscript::Runner for MvccRunner {
 
 #[test]
 fn versions() -> std::io::Result<()> {
-    goldenscript::run(&mut MvccRunner { engine: MemEngine::new() }, "src/testscripts/versions")
+    goldenscript::run(
+        &mut MvccRunner {
+            engine: MemEngine::new(),
+        },
+        "src/testscripts/versions",
+    )
 }

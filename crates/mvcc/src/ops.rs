@@ -45,7 +45,11 @@ pub fn mvcc_latest_timestamp(reader: &dyn Reader, key: &[u8]) -> Result<Option<T
 
 /// Writes a version of `key` at `ts`.
 pub fn mvcc_put(batch: &mut WriteBatch, key: &[u8], ts: Timestamp, value: &[u8]) {
-    batch.put(Cf::Data, encode_version(key, ts), Value::Live(value.to_vec()).encode());
+    batch.put(
+        Cf::Data,
+        encode_version(key, ts),
+        Value::Live(value.to_vec()).encode(),
+    );
 }
 
 /// Writes a tombstone for `key` at `ts`.
@@ -63,7 +67,11 @@ pub fn mvcc_scan(
     limit: usize,
 ) -> Result<Vec<KeyValue>> {
     let lower = encode_key(start);
-    let upper = if end.is_empty() { Vec::new() } else { encode_key(end) };
+    let upper = if end.is_empty() {
+        Vec::new()
+    } else {
+        encode_key(end)
+    };
     let mut it = reader.iter(Cf::Data, &lower, &upper);
     it.seek_to_first();
     let mut out = Vec::new();
@@ -117,20 +125,36 @@ mod tests {
         e.write(&b, false).expect("write");
 
         assert_eq!(mvcc_get(&e, b"a", ts(5)).expect("get"), None);
-        assert_eq!(mvcc_get(&e, b"a", ts(10)).expect("get"), Some(b"a10".to_vec()));
-        assert_eq!(mvcc_get(&e, b"a", ts(25)).expect("get"), Some(b"a20".to_vec()));
+        assert_eq!(
+            mvcc_get(&e, b"a", ts(10)).expect("get"),
+            Some(b"a10".to_vec())
+        );
+        assert_eq!(
+            mvcc_get(&e, b"a", ts(25)).expect("get"),
+            Some(b"a20".to_vec())
+        );
         assert_eq!(mvcc_get(&e, b"a", ts(30)).expect("get"), None);
-        assert_eq!(mvcc_latest_timestamp(&e, b"a").expect("latest"), Some(ts(30)));
+        assert_eq!(
+            mvcc_latest_timestamp(&e, b"a").expect("latest"),
+            Some(ts(30))
+        );
 
         let scan = |at: u64, end: &[u8]| -> Vec<(String, String)> {
             mvcc_scan(&e, b"", end, ts(at), 100)
                 .expect("scan")
                 .into_iter()
-                .map(|kv| (String::from_utf8_lossy(&kv.key).into(), String::from_utf8_lossy(&kv.value).into()))
+                .map(|kv| {
+                    (
+                        String::from_utf8_lossy(&kv.key).into(),
+                        String::from_utf8_lossy(&kv.value).into(),
+                    )
+                })
                 .collect()
         };
         let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
-            v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+            v.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
         };
         assert_eq!(scan(12, b""), pairs(&[("a", "a10")]));
         assert_eq!(scan(20, b""), pairs(&[("a", "a20"), ("b", "b15")]));

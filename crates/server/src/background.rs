@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use bini_kv::{keys, NodeId, RangeId, Store, StoreEvent};
 use bini_proto::node_client::NodeClient;
-use bini_proto::{request, GossipRequest, JoinRequest, NodeInfo, Request, ReplicaKind};
+use bini_proto::{request, GossipRequest, JoinRequest, NodeInfo, ReplicaKind, Request};
 use bini_storage::Cf;
 use prost::Message as _;
 
@@ -70,7 +70,9 @@ pub(crate) async fn join_loop(state: Arc<NodeState>) {
                         Err(e) => tracing::error!(error = %e, "cannot start store after joining"),
                     }
                 }
-                Err(s) => tracing::debug!(peer = %addr, status = %s.message(), "join attempt failed"),
+                Err(s) => {
+                    tracing::debug!(peer = %addr, status = %s.message(), "join attempt failed")
+                }
             }
         }
         tokio::time::sleep(backoff).await;
@@ -82,9 +84,13 @@ pub(crate) fn spawn(state: Arc<NodeState>, store: Store) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     store.set_event_sink(tx);
     let tasks = [
-        state.runtime.spawn(liveness_loop(state.clone(), store.clone())),
+        state
+            .runtime
+            .spawn(liveness_loop(state.clone(), store.clone())),
         state.runtime.spawn(gossip_loop(state.clone())),
-        state.runtime.spawn(event_loop(state.clone(), store.clone(), rx)),
+        state
+            .runtime
+            .spawn(event_loop(state.clone(), store.clone(), rx)),
         state.runtime.spawn(queue_loop(state.clone(), store)),
     ];
     state.tasks.lock().extend(tasks);
@@ -99,7 +105,9 @@ async fn until_shutdown(state: &NodeState, d: Duration) -> bool {
 }
 
 fn put(key: Vec<u8>, value: Vec<u8>) -> Request {
-    Request { kind: Some(request::Kind::Put(bini_proto::PutRequest { key, value })) }
+    Request {
+        kind: Some(request::Kind::Put(bini_proto::PutRequest { key, value })),
+    }
 }
 
 async fn liveness_loop(state: Arc<NodeState>, store: Store) {
@@ -118,17 +126,32 @@ async fn liveness_loop(state: Arc<NodeState>, store: Store) {
         };
         state.directory.merge([info.clone()]);
         let sender = state.sender.clone();
-        let write = sender.send(vec![put(keys::node_key(info.node_id), info.encode_to_vec())]);
-        if let Err(e) = tokio::time::timeout(Duration::from_secs(3), write).await.unwrap_or_else(|_| Err(bini_kv::Error::Timeout("heartbeat".into()))) {
+        let write = sender.send(vec![put(
+            keys::node_key(info.node_id),
+            info.encode_to_vec(),
+        )]);
+        if let Err(e) = tokio::time::timeout(Duration::from_secs(3), write)
+            .await
+            .unwrap_or_else(|_| Err(bini_kv::Error::Timeout("heartbeat".into())))
+        {
             tracing::debug!(error = %e, "liveness heartbeat failed");
         }
         let mut end = keys::NODE_PREFIX.to_vec();
         end.push(0xff);
         let scan = Request {
-            kind: Some(request::Kind::Scan(bini_proto::ScanRequest { start_key: keys::NODE_PREFIX.to_vec(), end_key: end, limit: 0 })),
+            kind: Some(request::Kind::Scan(bini_proto::ScanRequest {
+                start_key: keys::NODE_PREFIX.to_vec(),
+                end_key: end,
+                limit: 0,
+            })),
         };
-        if let Ok(Ok(resp)) = tokio::time::timeout(Duration::from_secs(3), sender.send(vec![scan])).await {
-            let infos = resp.into_iter().flat_map(|r| r.rows).filter_map(|kv| NodeInfo::decode(kv.value.as_slice()).ok());
+        if let Ok(Ok(resp)) =
+            tokio::time::timeout(Duration::from_secs(3), sender.send(vec![scan])).await
+        {
+            let infos = resp
+                .into_iter()
+                .flat_map(|r| r.rows)
+                .filter_map(|kv| NodeInfo::decode(kv.value.as_slice()).ok());
             state.directory.merge(infos);
         }
         if until_shutdown(&state, HEARTBEAT_INTERVAL).await {
@@ -151,12 +174,22 @@ async fn gossip_loop(state: Arc<NodeState>) {
             .map(|n| n.address)
             .filter(|a| !a.is_empty())
             .collect();
-        peers.extend(state.config.join.iter().filter(|a| **a != state.advertise).cloned());
+        peers.extend(
+            state
+                .config
+                .join
+                .iter()
+                .filter(|a| **a != state.advertise)
+                .cloned(),
+        );
         if peers.is_empty() {
             continue;
         }
         let peer = peers[rand::random_range(0..peers.len())].clone();
-        let req = GossipRequest { nodes: state.directory.nodes(), first_range: state.directory.first_range() };
+        let req = GossipRequest {
+            nodes: state.directory.nodes(),
+            first_range: state.directory.first_range(),
+        };
         let call = async {
             let mut client = NodeClient::connect(format!("http://{peer}")).await.ok()?;
             client.gossip(req).await.ok()
@@ -175,7 +208,9 @@ async fn update_meta(state: &NodeState, desc: bini_proto::RangeDescriptor) {
     if desc.range_id == bini_kv::FIRST_RANGE_ID.0 {
         state.directory.set_first_range(desc.clone());
     }
-    let req = Request { kind: Some(request::Kind::PutDescriptor(desc.clone())) };
+    let req = Request {
+        kind: Some(request::Kind::PutDescriptor(desc.clone())),
+    };
     for attempt in 0..5 {
         match state.sender.send(vec![req.clone()]).await {
             Ok(_) => return,
@@ -187,7 +222,11 @@ async fn update_meta(state: &NodeState, desc: bini_proto::RangeDescriptor) {
     }
 }
 
-async fn event_loop(state: Arc<NodeState>, store: Store, mut rx: tokio::sync::mpsc::UnboundedReceiver<StoreEvent>) {
+async fn event_loop(
+    state: Arc<NodeState>,
+    store: Store,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<StoreEvent>,
+) {
     while let Some(ev) = rx.recv().await {
         match ev {
             StoreEvent::DescriptorChanged(desc) => update_meta(&state, desc).await,
@@ -204,7 +243,10 @@ async fn event_loop(state: Arc<NodeState>, store: Store, mut rx: tokio::sync::mp
 }
 
 /// Finds the user key at about half of a range's data.
-fn middle_key(engine: &dyn bini_storage::Engine, desc: &bini_proto::RangeDescriptor) -> Option<Vec<u8>> {
+fn middle_key(
+    engine: &dyn bini_storage::Engine,
+    desc: &bini_proto::RangeDescriptor,
+) -> Option<Vec<u8>> {
     let lower = bini_mvcc::encode_key(&desc.start_key);
     let upper = bini_mvcc::encode_key(&desc.end_key);
     let mut total = 0u64;
@@ -240,11 +282,22 @@ async fn split_range(state: &NodeState, store: &Store, range: RangeId) -> bini_k
         return Ok(());
     };
     let inc = Request {
-        kind: Some(request::Kind::Increment(bini_proto::IncrementRequest { key: keys::RANGE_ID_COUNTER.to_vec(), delta: 1 })),
+        kind: Some(request::Kind::Increment(bini_proto::IncrementRequest {
+            key: keys::RANGE_ID_COUNTER.to_vec(),
+            delta: 1,
+        })),
     };
-    let id = state.sender.send(vec![inc]).await?.first().map(|r| r.integer).unwrap_or(0);
+    let id = state
+        .sender
+        .send(vec![inc])
+        .await?
+        .first()
+        .map(|r| r.integer)
+        .unwrap_or(0);
     if id <= 0 {
-        return Err(bini_kv::Error::InvalidRequest("range id allocation failed".into()));
+        return Err(bini_kv::Error::InvalidRequest(
+            "range id allocation failed".into(),
+        ));
     }
     store.split(range, split_key, RangeId(id as u64)).await
 }
@@ -255,7 +308,10 @@ fn live_nodes(state: &NodeState) -> Vec<NodeInfo> {
         .directory
         .nodes()
         .into_iter()
-        .filter(|n| now.saturating_sub(n.updated_at_nanos) < LIVENESS_THRESHOLD.as_nanos() as u64 && !n.decommissioning)
+        .filter(|n| {
+            now.saturating_sub(n.updated_at_nanos) < LIVENESS_THRESHOLD.as_nanos() as u64
+                && !n.decommissioning
+        })
         .collect()
 }
 
@@ -268,8 +324,9 @@ async fn queue_loop(state: Arc<NodeState>, store: Store) {
         passes += 1;
         replicate_pass(&state, &store).await;
         balance_leases(&state, &store).await;
-        if passes % 10 == 0 {
+        if passes.is_multiple_of(10) {
             repair_meta(&state, &store).await;
+            collect_removed_replicas(&state, &store).await;
         }
     }
 }
@@ -281,14 +338,25 @@ async fn replicate_pass(state: &NodeState, store: &Store) {
         if leader != store.node_id().0 {
             continue;
         }
-        let voters = desc.replicas.iter().filter(|r| r.kind == ReplicaKind::Voter as i32).count();
-        let learners: Vec<NodeId> = desc.replicas.iter().filter(|r| r.kind == ReplicaKind::Learner as i32).map(|r| NodeId(r.node_id)).collect();
+        let voters = desc
+            .replicas
+            .iter()
+            .filter(|r| r.kind == ReplicaKind::Voter as i32)
+            .count();
+        let learners: Vec<NodeId> = desc
+            .replicas
+            .iter()
+            .filter(|r| r.kind == ReplicaKind::Learner as i32)
+            .map(|r| NodeId(r.node_id))
+            .collect();
         let target = if let Some(l) = learners.first() {
             // A change that stopped half way: finish promoting the learner.
             Some(*l)
         } else if voters < want {
-            let mut candidates: Vec<&NodeInfo> =
-                live.iter().filter(|n| !desc.replicas.iter().any(|r| r.node_id == n.node_id)).collect();
+            let mut candidates: Vec<&NodeInfo> = live
+                .iter()
+                .filter(|n| !desc.replicas.iter().any(|r| r.node_id == n.node_id))
+                .collect();
             candidates.sort_by_key(|n| (n.replica_count, n.node_id));
             candidates.first().map(|n| NodeId(n.node_id))
         } else {
@@ -296,7 +364,10 @@ async fn replicate_pass(state: &NodeState, store: &Store) {
         };
         if let Some(target) = target {
             tracing::info!(range_id = desc.range_id, node = target.0, "adding replica");
-            if let Err(e) = store.change_replicas(RangeId(desc.range_id), &[target], &[]).await {
+            if let Err(e) = store
+                .change_replicas(RangeId(desc.range_id), &[target], &[])
+                .await
+            {
                 tracing::warn!(range_id = desc.range_id, node = target.0, error = %e, "adding replica failed");
             }
             return; // one change per pass keeps snapshots from piling up
@@ -310,7 +381,10 @@ async fn balance_leases(state: &NodeState, store: &Store) {
         return;
     }
     let me = store.node_id().0;
-    let mut counts: HashMap<u64, i64> = live.iter().map(|n| (n.node_id, n.lease_count as i64)).collect();
+    let mut counts: HashMap<u64, i64> = live
+        .iter()
+        .map(|n| (n.node_id, n.lease_count as i64))
+        .collect();
     let mine = store.lease_count() as i64;
     counts.insert(me, mine);
     let total: i64 = counts.values().sum();
@@ -332,7 +406,11 @@ async fn balance_leases(state: &NodeState, store: &Store) {
             .filter(|(c, _)| (*c as f64) < mean - 0.5)
             .min();
         if let Some((_, target)) = target {
-            if store.transfer_lease(RangeId(desc.range_id), NodeId(target)).await.is_ok() {
+            if store
+                .transfer_lease(RangeId(desc.range_id), NodeId(target))
+                .await
+                .is_ok()
+            {
                 mine -= 1;
                 *counts.entry(target).or_default() += 1;
                 moved += 1;
@@ -349,7 +427,9 @@ async fn repair_meta(state: &NodeState, store: &Store) {
             continue;
         }
         let get = Request {
-            kind: Some(request::Kind::Get(bini_proto::GetRequest { key: keys::meta_key(&desc.end_key) })),
+            kind: Some(request::Kind::Get(bini_proto::GetRequest {
+                key: keys::meta_key(&desc.end_key),
+            })),
         };
         let stored = match state.sender.send(vec![get]).await {
             Ok(r) => r.into_iter().next().and_then(|r| r.value),
@@ -358,6 +438,39 @@ async fn repair_meta(state: &NodeState, store: &Store) {
         let current = stored.and_then(|b| bini_proto::RangeDescriptor::decode(b.as_slice()).ok());
         if current.as_ref() != Some(&desc) {
             update_meta(state, desc).await;
+        }
+    }
+}
+
+/// Removes replicas of ranges that no longer include this node but never applied their own
+/// removal (a removed replica may not hear the final configuration change).
+async fn collect_removed_replicas(state: &NodeState, store: &Store) {
+    let me = store.node_id().0;
+    for (desc, _, leader) in store.replicas() {
+        if leader == me {
+            continue;
+        }
+        let get = Request {
+            kind: Some(request::Kind::Get(bini_proto::GetRequest {
+                key: keys::meta_key(&desc.end_key),
+            })),
+        };
+        let Ok(resp) = state.sender.send(vec![get]).await else {
+            continue;
+        };
+        let Some(current) = resp
+            .into_iter()
+            .next()
+            .and_then(|r| r.value)
+            .and_then(|b| bini_proto::RangeDescriptor::decode(b.as_slice()).ok())
+        else {
+            continue;
+        };
+        if current.range_id == desc.range_id
+            && current.generation > desc.generation
+            && !current.replicas.iter().any(|r| r.node_id == me)
+        {
+            store.gc_replica(RangeId(desc.range_id), current.generation);
         }
     }
 }

@@ -83,8 +83,18 @@ pub(crate) struct FilteredTransport {
 }
 
 impl FilteredTransport {
-    pub fn new(local: NodeId, inner: Arc<dyn Transport>, filter: Arc<dyn RaftFilter>, runtime: tokio::runtime::Handle) -> Self {
-        Self { local, inner, filter, runtime }
+    pub fn new(
+        local: NodeId,
+        inner: Arc<dyn Transport>,
+        filter: Arc<dyn RaftFilter>,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
+        Self {
+            local,
+            inner,
+            filter,
+            runtime,
+        }
     }
 }
 
@@ -118,6 +128,7 @@ impl Transport for FilteredTransport {
             done(false);
             return;
         }
-        self.inner.send_snapshot(to, range_id, generation, header, data, done);
+        self.inner
+            .send_snapshot(to, range_id, generation, header, data, done);
     }
 }

@@ -111,18 +111,32 @@ pub(crate) struct NodeState {
 }
 
 pub(crate) fn now_nanos() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 impl NodeState {
     /// Writes the store identity and starts the store and its background work.
-    pub(crate) fn start_store(self: &Arc<Self>, cluster_id: String, node_id: NodeId) -> Result<Store> {
+    pub(crate) fn start_store(
+        self: &Arc<Self>,
+        cluster_id: String,
+        node_id: NodeId,
+    ) -> Result<Store> {
         if let Some(s) = self.store.get() {
             return Ok(s.clone());
         }
-        let ident = StoreIdent { cluster_id: cluster_id.clone(), node_id: node_id.0 };
+        let ident = StoreIdent {
+            cluster_id: cluster_id.clone(),
+            node_id: node_id.0,
+        };
         let mut b = WriteBatch::new();
-        b.put(Cf::Data, bini_kv::keys::STORE_IDENT_KEY.to_vec(), ident.encode_to_vec());
+        b.put(
+            Cf::Data,
+            bini_kv::keys::STORE_IDENT_KEY.to_vec(),
+            ident.encode_to_vec(),
+        );
         self.engine.write(&b, true)?;
         let grpc: Arc<dyn Transport> = Arc::new(GrpcTransport::new(
             node_id,
@@ -131,11 +145,22 @@ impl NodeState {
             self.runtime.clone(),
         ));
         let transport = match &self.config.raft_filter {
-            Some(f) => Arc::new(faults::FilteredTransport::new(node_id, grpc, f.clone(), self.runtime.clone())) as Arc<dyn Transport>,
+            Some(f) => Arc::new(faults::FilteredTransport::new(
+                node_id,
+                grpc,
+                f.clone(),
+                self.runtime.clone(),
+            )) as Arc<dyn Transport>,
             None => grpc,
         };
         self.directory.learn_address(node_id, &self.advertise);
-        let store = Store::start(node_id, self.engine.clone(), self.config.store.clone(), self.clock.clone(), transport)?;
+        let store = Store::start(
+            node_id,
+            self.engine.clone(),
+            self.config.store.clone(),
+            self.clock.clone(),
+            transport,
+        )?;
         let _ = self.cluster_id.set(cluster_id);
         if self.store.set(store.clone()).is_err() {
             store.stop();
@@ -161,15 +186,25 @@ impl Node {
     /// bound; the store starts now (existing identity) or after init/join.
     pub async fn start(config: NodeConfig) -> Result<Node> {
         let dir = config.store_dir.clone();
-        let engine: Arc<dyn Engine> = tokio::task::spawn_blocking(move || RocksEngine::open(&dir, &RocksOptions::default()))
-            .await
-            .map_err(|e| Error::Ident(e.to_string()))??
-            .into_arc();
+        let engine: Arc<dyn Engine> =
+            tokio::task::spawn_blocking(move || RocksEngine::open(&dir, &RocksOptions::default()))
+                .await
+                .map_err(|e| Error::Ident(e.to_string()))??
+                .into_arc();
         let listener = TcpListener::bind(&config.listen_addr)
             .await
-            .map_err(|source| Error::Listen { addr: config.listen_addr.clone(), source })?;
-        let addr = listener.local_addr().map_err(|source| Error::Listen { addr: config.listen_addr.clone(), source })?;
-        let advertise = config.advertise_addr.clone().unwrap_or_else(|| addr.to_string());
+            .map_err(|source| Error::Listen {
+                addr: config.listen_addr.clone(),
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| Error::Listen {
+            addr: config.listen_addr.clone(),
+            source,
+        })?;
+        let advertise = config
+            .advertise_addr
+            .clone()
+            .unwrap_or_else(|| addr.to_string());
         let directory = Arc::new(NodeDirectory::new());
         let sender = Arc::new(DistSender::new(directory.clone(), None));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -191,7 +226,8 @@ impl Node {
         let server = tokio::spawn(services::serve(state.clone(), listener, shutdown_rx));
         match state.engine.get(Cf::Data, bini_kv::keys::STORE_IDENT_KEY)? {
             Some(b) => {
-                let ident = StoreIdent::decode(b.as_slice()).map_err(|e| Error::Ident(e.to_string()))?;
+                let ident =
+                    StoreIdent::decode(b.as_slice()).map_err(|e| Error::Ident(e.to_string()))?;
                 state.start_store(ident.cluster_id, NodeId(ident.node_id))?;
             }
             None => {
@@ -199,7 +235,12 @@ impl Node {
                 state.tasks.lock().push(task);
             }
         }
-        Ok(Node { state, addr, shutdown: shutdown_tx, server })
+        Ok(Node {
+            state,
+            addr,
+            shutdown: shutdown_tx,
+            server,
+        })
     }
 
     /// The bound listen address.
@@ -244,7 +285,10 @@ impl Node {
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         let mut server = self.server;
-        if tokio::time::timeout(Duration::from_secs(3), &mut server).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(3), &mut server)
+            .await
+            .is_err()
+        {
             server.abort();
         }
         for t in self.state.tasks.lock().drain(..) {

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bini_kv::{NodeId, RangeId, Store};
-use bini_proto::node_server::{Node as NodeService, NodeServer};
 use bini_proto::kv_server::{Kv as KvService, KvServer};
+use bini_proto::node_server::{Node as NodeService, NodeServer};
 use bini_proto::raft_server::{Raft as RaftService, RaftServer};
 use bini_proto::{
     BatchRequest, BatchResponse, ChangeReplicasRequest, ChangeReplicasResponse, DebugRange,
@@ -29,15 +29,27 @@ use crate::NodeState;
 const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
 /// Serves the node's gRPC services on `listener` until shutdown.
-pub(crate) async fn serve(state: Arc<NodeState>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn serve(
+    state: Arc<NodeState>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let svc = Services { state };
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let res = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(5)))
         .timeout(Duration::from_secs(30))
         .add_service(RaftServer::new(svc.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES))
-        .add_service(NodeServer::new(svc.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(256 << 20))
-        .add_service(KvServer::new(svc).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(256 << 20))
+        .add_service(
+            NodeServer::new(svc.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(256 << 20),
+        )
+        .add_service(
+            KvServer::new(svc)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(256 << 20),
+        )
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = shutdown.wait_for(|s| *s).await;
         })
@@ -64,13 +76,20 @@ pub(crate) fn status(e: bini_kv::Error) -> Status {
 
 impl Services {
     fn store(&self) -> Result<Store, Status> {
-        self.state.store.get().cloned().ok_or_else(|| status(bini_kv::Error::NotInitialized))
+        self.state
+            .store
+            .get()
+            .cloned()
+            .ok_or_else(|| status(bini_kv::Error::NotInitialized))
     }
 }
 
 #[tonic::async_trait]
 impl RaftService for Services {
-    async fn raft_messages(&self, request: Request<Streaming<RaftMessageBatch>>) -> Result<Response<Empty>, Status> {
+    async fn raft_messages(
+        &self,
+        request: Request<Streaming<RaftMessageBatch>>,
+    ) -> Result<Response<Empty>, Status> {
         let mut stream = request.into_inner();
         let mut shutdown = self.state.shutdown.clone();
         loop {
@@ -82,7 +101,9 @@ impl RaftService for Services {
                 // Peers keep their streams open; end them so a stopping node can finish.
                 _ = shutdown.wait_for(|s| *s) => break,
             };
-            let Some(store) = self.state.store.get() else { continue };
+            let Some(store) = self.state.store.get() else {
+                continue;
+            };
             let from = NodeId(batch.from_node);
             if let Some(f) = &self.state.config.raft_filter {
                 if !f.allow(from, store.node_id()) {
@@ -97,7 +118,10 @@ impl RaftService for Services {
         Ok(Response::new(Empty {}))
     }
 
-    async fn snapshot(&self, request: Request<Streaming<SnapshotChunk>>) -> Result<Response<SnapshotResponse>, Status> {
+    async fn snapshot(
+        &self,
+        request: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<SnapshotResponse>, Status> {
         let store = self.store()?;
         let mut stream = request.into_inner();
         let Some(first) = stream.next().await else {
@@ -120,13 +144,26 @@ impl RaftService for Services {
         let mut msg = raft::eraftpb::Message::parse_from_bytes(&first.header)
             .map_err(|e| Status::invalid_argument(format!("snapshot header: {e}")))?;
         if msg.get_msg_type() != raft::eraftpb::MessageType::MsgSnapshot {
-            return Err(Status::invalid_argument("snapshot header is not a snapshot message"));
+            return Err(Status::invalid_argument(
+                "snapshot header is not a snapshot message",
+            ));
         }
         msg.mut_snapshot().data = data.into();
-        let bytes = msg.write_to_bytes().map_err(|e| Status::internal(e.to_string()))?;
-        self.state.directory.learn_address(NodeId(first.from_node), &first.from_addr);
-        store.deliver(bini_proto::RaftMessage { range_id: first.range_id, message: bytes, generation: first.generation });
-        Ok(Response::new(SnapshotResponse { accepted: true, message: String::new() }))
+        let bytes = msg
+            .write_to_bytes()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        self.state
+            .directory
+            .learn_address(NodeId(first.from_node), &first.from_addr);
+        store.deliver(bini_proto::RaftMessage {
+            range_id: first.range_id,
+            message: bytes,
+            generation: first.generation,
+        });
+        Ok(Response::new(SnapshotResponse {
+            accepted: true,
+            message: String::new(),
+        }))
     }
 }
 
@@ -135,7 +172,30 @@ impl NodeService for Services {
     async fn init(&self, _request: Request<InitRequest>) -> Result<Response<InitResponse>, Status> {
         let _guard = self.state.start_lock.lock().await;
         if self.state.store.get().is_some() {
-            return Err(Status::already_exists("cluster has already been initialized"));
+            return Err(Status::already_exists(
+                "cluster has already been initialized",
+            ));
+        }
+        // A peer that is already part of a cluster means this node should join it, not start
+        // a second one.
+        for addr in self
+            .state
+            .config
+            .join
+            .iter()
+            .filter(|a| **a != self.state.advertise)
+        {
+            let probe = async {
+                let mut c = bini_proto::node_client::NodeClient::connect(format!("http://{addr}"))
+                    .await
+                    .ok()?;
+                c.node_status(NodeStatusRequest {}).await.ok()
+            };
+            if let Ok(Some(_)) = tokio::time::timeout(Duration::from_secs(2), probe).await {
+                return Err(Status::already_exists(format!(
+                    "cluster has already been initialized (node {addr} is part of it)"
+                )));
+            }
         }
         let cluster_id = format!("{:032x}", rand::random::<u128>());
         let node_id = NodeId(1);
@@ -145,40 +205,58 @@ impl NodeService for Services {
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(status)?;
-        self.state.start_store(cluster_id.clone(), node_id).map_err(|e| Status::internal(e.to_string()))?;
+        self.state
+            .start_store(cluster_id.clone(), node_id)
+            .map_err(|e| Status::internal(e.to_string()))?;
         tracing::info!(cluster_id = %cluster_id, "cluster initialised");
-        Ok(Response::new(InitResponse { cluster_id, node_id: node_id.0 }))
+        Ok(Response::new(InitResponse {
+            cluster_id,
+            node_id: node_id.0,
+        }))
     }
 
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
         let req = request.into_inner();
         let store = self.store()?;
         if req.address.is_empty() {
-            return Err(Status::invalid_argument("join needs the joining node's address"));
+            return Err(Status::invalid_argument(
+                "join needs the joining node's address",
+            ));
         }
         let inc = bini_proto::Request {
-            kind: Some(bini_proto::request::Kind::Increment(bini_proto::IncrementRequest {
-                key: bini_kv::keys::NODE_ID_COUNTER.to_vec(),
-                delta: 1,
-            })),
+            kind: Some(bini_proto::request::Kind::Increment(
+                bini_proto::IncrementRequest {
+                    key: bini_kv::keys::NODE_ID_COUNTER.to_vec(),
+                    delta: 1,
+                },
+            )),
         };
         let resp = self.state.sender.send(vec![inc]).await.map_err(status)?;
         let node_id = resp.first().map(|r| r.integer).unwrap_or(0);
         if node_id <= 0 {
             return Err(Status::internal("node id allocation failed"));
         }
-        self.state.directory.learn_address(NodeId(node_id as u64), &req.address);
+        self.state
+            .directory
+            .learn_address(NodeId(node_id as u64), &req.address);
         let _ = store;
         tracing::info!(node_id, address = %req.address, "node joined");
         Ok(Response::new(JoinResponse {
             cluster_id: self.state.cluster_id.get().cloned().unwrap_or_default(),
             node_id: node_id as u64,
             nodes: self.state.directory.nodes(),
-            first_range: self.state.directory.first_range().or_else(|| store_first_range(&self.state)),
+            first_range: self
+                .state
+                .directory
+                .first_range()
+                .or_else(|| store_first_range(&self.state)),
         }))
     }
 
-    async fn gossip(&self, request: Request<GossipRequest>) -> Result<Response<GossipResponse>, Status> {
+    async fn gossip(
+        &self,
+        request: Request<GossipRequest>,
+    ) -> Result<Response<GossipResponse>, Status> {
         let req = request.into_inner();
         self.state.directory.merge(req.nodes);
         if let Some(d) = req.first_range {
@@ -186,52 +264,81 @@ impl NodeService for Services {
         }
         Ok(Response::new(GossipResponse {
             nodes: self.state.directory.nodes(),
-            first_range: store_first_range(&self.state).or_else(|| self.state.directory.first_range()),
+            first_range: store_first_range(&self.state)
+                .or_else(|| self.state.directory.first_range()),
         }))
     }
 
-    async fn range_batch(&self, request: Request<RangeBatchRequest>) -> Result<Response<RangeBatchResponse>, Status> {
+    async fn range_batch(
+        &self,
+        request: Request<RangeBatchRequest>,
+    ) -> Result<Response<RangeBatchResponse>, Status> {
         let req = request.into_inner();
         let store = match self.store() {
             Ok(s) => s,
             Err(_) => {
                 return Ok(Response::new(RangeBatchResponse {
                     responses: Vec::new(),
-                    error: Some(bini_kv::Error::RangeNotFound(RangeId(req.range_id)).to_range_error()),
+                    error: Some(
+                        bini_kv::Error::RangeNotFound(RangeId(req.range_id)).to_range_error(),
+                    ),
                 }))
             }
         };
         match store.execute(RangeId(req.range_id), req.requests).await {
-            Ok(responses) => Ok(Response::new(RangeBatchResponse { responses, error: None })),
-            Err(e) => Ok(Response::new(RangeBatchResponse { responses: Vec::new(), error: Some(e.to_range_error()) })),
+            Ok(responses) => Ok(Response::new(RangeBatchResponse {
+                responses,
+                error: None,
+            })),
+            Err(e) => Ok(Response::new(RangeBatchResponse {
+                responses: Vec::new(),
+                error: Some(e.to_range_error()),
+            })),
         }
     }
 
-    async fn range_info(&self, request: Request<RangeInfoRequest>) -> Result<Response<RangeInfoResponse>, Status> {
+    async fn range_info(
+        &self,
+        request: Request<RangeInfoRequest>,
+    ) -> Result<Response<RangeInfoResponse>, Status> {
         let store = self.store()?;
         let info = store.range_info(RangeId(request.into_inner().range_id));
-        Ok(Response::new(RangeInfoResponse { found: info.is_some(), info }))
+        Ok(Response::new(RangeInfoResponse {
+            found: info.is_some(),
+            info,
+        }))
     }
 
-    async fn debug_ranges(&self, _request: Request<DebugRangesRequest>) -> Result<Response<DebugRangesResponse>, Status> {
+    async fn debug_ranges(
+        &self,
+        _request: Request<DebugRangesRequest>,
+    ) -> Result<Response<DebugRangesResponse>, Status> {
         self.store()?;
         let descs = self.state.sender.all_ranges().await.map_err(status)?;
         let mut ranges = Vec::with_capacity(descs.len());
         for desc in descs {
             let leaseholder = find_leaseholder(&self.state, &desc).await;
-            ranges.push(DebugRange { descriptor: Some(desc), leaseholder });
+            ranges.push(DebugRange {
+                descriptor: Some(desc),
+                leaseholder,
+            });
         }
         Ok(Response::new(DebugRangesResponse { ranges }))
     }
 
-    async fn change_replicas(&self, request: Request<ChangeReplicasRequest>) -> Result<Response<ChangeReplicasResponse>, Status> {
+    async fn change_replicas(
+        &self,
+        request: Request<ChangeReplicasRequest>,
+    ) -> Result<Response<ChangeReplicasResponse>, Status> {
         let req = request.into_inner();
         let store = self.store()?;
         let range = RangeId(req.range_id);
         let add: Vec<NodeId> = req.add_nodes.iter().map(|&n| NodeId(n)).collect();
         let remove: Vec<NodeId> = req.remove_nodes.iter().map(|&n| NodeId(n)).collect();
         if add.iter().any(|n| remove.contains(n)) {
-            return Err(Status::invalid_argument("a node cannot be both added and removed"));
+            return Err(Status::invalid_argument(
+                "a node cannot be both added and removed",
+            ));
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
@@ -243,54 +350,90 @@ impl NodeService for Services {
                         .iter()
                         .map(|r| NodeId(r.node_id))
                         .find(|n| *n != store.node_id() && !remove.contains(n))
-                        .ok_or_else(|| Status::failed_precondition("no replica to hand the lease to"))?;
+                        .ok_or_else(|| {
+                            Status::failed_precondition("no replica to hand the lease to")
+                        })?;
                     store.transfer_lease(range, target).await.map_err(status)?;
                     continue;
                 }
-                let desc = store.change_replicas(range, &add, &remove).await.map_err(status)?;
-                return Ok(Response::new(ChangeReplicasResponse { descriptor: Some(desc) }));
+                let desc = store
+                    .change_replicas(range, &add, &remove)
+                    .await
+                    .map_err(status)?;
+                return Ok(Response::new(ChangeReplicasResponse {
+                    descriptor: Some(desc),
+                }));
             }
             // Forward to the leaseholder.
-            let desc = self.state.sender.all_ranges().await.map_err(status)?.into_iter().find(|d| d.range_id == range.0)
+            let desc = self
+                .state
+                .sender
+                .all_ranges()
+                .await
+                .map_err(status)?
+                .into_iter()
+                .find(|d| d.range_id == range.0)
                 .ok_or_else(|| Status::not_found(format!("range {} not found", range.0)))?;
             let lh = find_leaseholder(&self.state, &desc).await;
             if lh != 0 && lh != store.node_id().0 {
                 if let Some(addr) = self.state.directory.address(NodeId(lh)) {
-                    let mut client = bini_proto::node_client::NodeClient::connect(format!("http://{addr}"))
-                        .await
-                        .map_err(|e| Status::unavailable(e.to_string()))?;
+                    let mut client =
+                        bini_proto::node_client::NodeClient::connect(format!("http://{addr}"))
+                            .await
+                            .map_err(|e| Status::unavailable(e.to_string()))?;
                     return client.change_replicas(req.clone()).await;
                 }
             }
             if tokio::time::Instant::now() > deadline {
-                return Err(Status::unavailable(format!("no leaseholder for range {}", range.0)));
+                return Err(Status::unavailable(format!(
+                    "no leaseholder for range {}",
+                    range.0
+                )));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
-    async fn transfer_lease(&self, request: Request<TransferLeaseRequest>) -> Result<Response<Empty>, Status> {
+    async fn transfer_lease(
+        &self,
+        request: Request<TransferLeaseRequest>,
+    ) -> Result<Response<Empty>, Status> {
         let req = request.into_inner();
         let store = self.store()?;
-        store.transfer_lease(RangeId(req.range_id), NodeId(req.target_node)).await.map_err(status)?;
+        store
+            .transfer_lease(RangeId(req.range_id), NodeId(req.target_node))
+            .await
+            .map_err(status)?;
         Ok(Response::new(Empty {}))
     }
 
-    async fn node_status(&self, _request: Request<NodeStatusRequest>) -> Result<Response<NodeStatusResponse>, Status> {
+    async fn node_status(
+        &self,
+        _request: Request<NodeStatusRequest>,
+    ) -> Result<Response<NodeStatusResponse>, Status> {
         let store = self.store()?;
         Ok(Response::new(NodeStatusResponse {
             node_id: store.node_id().0,
             nodes: self.state.directory.nodes(),
             cluster_id: self.state.cluster_id.get().cloned().unwrap_or_default(),
-            synced_writes: store.status().synced_rounds.load(std::sync::atomic::Ordering::Relaxed),
-            commands_applied: store.status().proposals_applied.load(std::sync::atomic::Ordering::Relaxed),
+            synced_writes: store
+                .status()
+                .synced_rounds
+                .load(std::sync::atomic::Ordering::Relaxed),
+            commands_applied: store
+                .status()
+                .proposals_applied
+                .load(std::sync::atomic::Ordering::Relaxed),
         }))
     }
 }
 
 #[tonic::async_trait]
 impl KvService for Services {
-    async fn batch(&self, request: Request<BatchRequest>) -> Result<Response<BatchResponse>, Status> {
+    async fn batch(
+        &self,
+        request: Request<BatchRequest>,
+    ) -> Result<Response<BatchResponse>, Status> {
         self.store()?;
         let req = request.into_inner();
         let responses = self.state.sender.send(req.requests).await.map_err(status)?;
@@ -299,7 +442,10 @@ impl KvService for Services {
 }
 
 fn store_first_range(state: &NodeState) -> Option<bini_proto::RangeDescriptor> {
-    state.store.get().and_then(|s| s.descriptor(bini_kv::FIRST_RANGE_ID).ok())
+    state
+        .store
+        .get()
+        .and_then(|s| s.descriptor(bini_kv::FIRST_RANGE_ID).ok())
 }
 
 /// Asks each replica of a range whether it holds the lease; 0 when none answers yes.
@@ -307,12 +453,16 @@ pub(crate) async fn find_leaseholder(state: &NodeState, desc: &bini_proto::Range
     for r in &desc.replicas {
         let node = NodeId(r.node_id);
         if let Some(store) = state.store.get().filter(|s| s.node_id() == node) {
-            if store.is_leaseholder(RangeId(desc.range_id)) {
+            if store.is_leaseholder(RangeId(desc.range_id))
+                || store.is_leader(RangeId(desc.range_id))
+            {
                 return node.0;
             }
             continue;
         }
-        let Some(addr) = state.directory.address(node) else { continue };
+        let Some(addr) = state.directory.address(node) else {
+            continue;
+        };
         let Ok(Ok(mut client)) = tokio::time::timeout(
             Duration::from_secs(1),
             bini_proto::node_client::NodeClient::connect(format!("http://{addr}")),
@@ -323,7 +473,9 @@ pub(crate) async fn find_leaseholder(state: &NodeState, desc: &bini_proto::Range
         };
         if let Ok(Ok(resp)) = tokio::time::timeout(
             Duration::from_secs(1),
-            client.range_info(RangeInfoRequest { range_id: desc.range_id }),
+            client.range_info(RangeInfoRequest {
+                range_id: desc.range_id,
+            }),
         )
         .await
         {
@@ -335,10 +487,19 @@ pub(crate) async fn find_leaseholder(state: &NodeState, desc: &bini_proto::Range
     0
 }
 
-fn bootstrap(engine: &dyn bini_storage::Engine, cluster_id: &str, node_id: NodeId) -> bini_kv::Result<()> {
+fn bootstrap(
+    engine: &dyn bini_storage::Engine,
+    cluster_id: &str,
+    node_id: NodeId,
+) -> bini_kv::Result<()> {
     Store::bootstrap(engine, node_id)?;
     let mut b = bini_storage::WriteBatch::new();
-    bini_mvcc::mvcc_put(&mut b, bini_kv::keys::CLUSTER_ID, bini_mvcc::Timestamp::new(1, 0), cluster_id.as_bytes());
+    bini_mvcc::mvcc_put(
+        &mut b,
+        bini_kv::keys::CLUSTER_ID,
+        bini_mvcc::Timestamp::new(1, 0),
+        cluster_id.as_bytes(),
+    );
     engine.write(&b, true)?;
     Ok(())
 }

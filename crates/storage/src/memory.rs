@@ -103,7 +103,11 @@ impl Reader for MemSnapshot {
     }
 
     fn iter(&self, cf: Cf, lower: &[u8], upper: &[u8]) -> Box<dyn EngineIterator + '_> {
-        Box::new(MemIterator::new(self.maps[cf as usize].clone(), lower, upper))
+        Box::new(MemIterator::new(
+            self.maps[cf as usize].clone(),
+            lower,
+            upper,
+        ))
     }
 }
 
@@ -119,7 +123,12 @@ struct MemIterator {
 
 impl MemIterator {
     fn new(map: Map, lower: &[u8], upper: &[u8]) -> Self {
-        Self { map, lower: lower.to_vec(), upper: upper.to_vec(), current: None }
+        Self {
+            map,
+            lower: lower.to_vec(),
+            upper: upper.to_vec(),
+            current: None,
+        }
     }
 
     fn upper_bound(&self) -> Bound<&[u8]> {
@@ -164,7 +173,11 @@ impl MemIterator {
 
 impl EngineIterator for MemIterator {
     fn seek(&mut self, key: &[u8]) {
-        let from = if key < self.lower.as_slice() { self.lower.clone() } else { key.to_vec() };
+        let from = if key < self.lower.as_slice() {
+            self.lower.clone()
+        } else {
+            key.to_vec()
+        };
         self.current = self.first_in(Bound::Included(&from));
     }
 
@@ -187,11 +200,17 @@ impl EngineIterator for MemIterator {
     }
 
     fn key(&self) -> &[u8] {
-        self.current.as_ref().map(|(k, _)| k.as_slice()).unwrap_or_default()
+        self.current
+            .as_ref()
+            .map(|(k, _)| k.as_slice())
+            .unwrap_or_default()
     }
 
     fn value(&self) -> &[u8] {
-        self.current.as_ref().map(|(_, v)| v.as_slice()).unwrap_or_default()
+        self.current
+            .as_ref()
+            .map(|(_, v)| v.as_slice())
+            .unwrap_or_default()
     }
 
     fn next(&mut self) {

@@ -69,7 +69,11 @@ impl RocksEngine {
             ColumnFamilyDescriptor::new(cf.name(), o)
         });
         let db = DB::open_cf_descriptors(&db_opts, &path, cfs).map_err(rocks)?;
-        Ok(Self { db, path, syncs: AtomicU64::new(0) })
+        Ok(Self {
+            db,
+            path,
+            syncs: AtomicU64::new(0),
+        })
     }
 
     /// The directory this engine lives in.
@@ -78,7 +82,9 @@ impl RocksEngine {
     }
 
     fn cf(&self, cf: Cf) -> &ColumnFamily {
-        self.db.cf_handle(cf.name()).expect("column families are created at open")
+        self.db
+            .cf_handle(cf.name())
+            .expect("column families are created at open")
     }
 }
 
@@ -101,7 +107,9 @@ impl Reader for RocksEngine {
     }
 
     fn iter(&self, cf: Cf, lower: &[u8], upper: &[u8]) -> Box<dyn EngineIterator + '_> {
-        let it = self.db.raw_iterator_cf_opt(self.cf(cf), bounded_read_options(lower, upper));
+        let it = self
+            .db
+            .raw_iterator_cf_opt(self.cf(cf), bounded_read_options(lower, upper));
         Box::new(RocksIterator { it })
     }
 }
@@ -128,7 +136,10 @@ impl Engine for RocksEngine {
     }
 
     fn snapshot(&self) -> Box<dyn Reader + '_> {
-        Box::new(RocksSnapshot { engine: self, snap: self.db.snapshot() })
+        Box::new(RocksSnapshot {
+            engine: self,
+            snap: self.db.snapshot(),
+        })
     }
 
     fn sync(&self) -> Result<()> {

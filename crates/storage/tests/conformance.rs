@@ -54,7 +54,11 @@ fn column_families_are_separate() {
 #[test]
 fn iteration_respects_bounds_and_order() {
     for_each_engine(|e| {
-        put(e, Cf::Data, &[("b", "2"), ("a", "1"), ("d", "4"), ("c", "3"), ("e", "5")]);
+        put(
+            e,
+            Cf::Data,
+            &[("b", "2"), ("a", "1"), ("d", "4"), ("c", "3"), ("e", "5")],
+        );
         assert_eq!(keys(e, Cf::Data, "b", "d"), vec!["b", "c"]);
         assert_eq!(keys(e, Cf::Data, "", ""), vec!["a", "b", "c", "d", "e"]);
         assert_eq!(keys(e, Cf::Data, "c", ""), vec!["c", "d", "e"]);
@@ -77,7 +81,11 @@ fn iteration_respects_bounds_and_order() {
         it.prev();
         assert!(!it.valid().expect("valid"), "lower bound is inclusive");
         it.seek_for_prev(b"zzz");
-        assert_eq!(it.key(), b"d", "seek_for_prev past the upper bound lands below it");
+        assert_eq!(
+            it.key(),
+            b"d",
+            "seek_for_prev past the upper bound lands below it"
+        );
     });
 }
 
@@ -90,7 +98,10 @@ fn batch_is_atomic_and_ordered_across_families() {
         b.put(Cf::Data, b"x".to_vec(), b"2".to_vec());
         e.write(&b, true).expect("write");
         assert_eq!(e.get(Cf::Data, b"x").expect("get"), Some(b"2".to_vec()));
-        assert_eq!(e.get(Cf::Raft, b"log").expect("get"), Some(b"entry".to_vec()));
+        assert_eq!(
+            e.get(Cf::Raft, b"log").expect("get"),
+            Some(b"entry".to_vec())
+        );
     });
 }
 
@@ -111,7 +122,10 @@ fn snapshot_is_isolated_from_later_writes() {
         put(e, Cf::Data, &[("a", "old")]);
         let snap = e.snapshot();
         put(e, Cf::Data, &[("a", "new"), ("b", "new")]);
-        assert_eq!(snap.get(Cf::Data, b"a").expect("get"), Some(b"old".to_vec()));
+        assert_eq!(
+            snap.get(Cf::Data, b"a").expect("get"),
+            Some(b"old".to_vec())
+        );
         assert_eq!(keys(snap.as_ref(), Cf::Data, "", ""), vec!["a"]);
         assert_eq!(e.get(Cf::Data, b"a").expect("get"), Some(b"new".to_vec()));
     });
@@ -141,6 +155,9 @@ fn rocks_data_survives_reopen() {
         e.write(&b, true).expect("write");
     }
     let e = RocksEngine::open(dir.path(), &RocksOptions::default()).expect("reopen");
-    assert_eq!(e.get(Cf::Data, b"durable").expect("get"), Some(b"yes".to_vec()));
+    assert_eq!(
+        e.get(Cf::Data, b"durable").expect("get"),
+        Some(b"yes".to_vec())
+    );
     assert_eq!(e.get(Cf::Raft, b"log").expect("get"), Some(b"1".to_vec()));
 }

@@ -40,7 +40,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -64,13 +67,23 @@ impl TestCluster {
         for c in &configs {
             nodes.push(Some(Node::start(c.clone()).await.expect("start node")));
         }
-        let cluster = TestCluster { faults, configs, nodes, _dir: dir };
+        let cluster = TestCluster {
+            faults,
+            configs,
+            nodes,
+            _dir: dir,
+        };
         let addr = cluster.configs[0].listen_addr.clone();
-        let mut client = bini_proto::node_client::NodeClient::connect(format!("http://{addr}")).await.expect("connect");
+        let mut client = bini_proto::node_client::NodeClient::connect(format!("http://{addr}"))
+            .await
+            .expect("connect");
         client.init(bini_proto::InitRequest {}).await.expect("init");
         for (i, node) in cluster.nodes.iter().enumerate() {
             let node = node.as_ref().expect("started");
-            assert!(node.wait_started(Duration::from_secs(30)).await, "node {i} did not join");
+            assert!(
+                node.wait_started(Duration::from_secs(30)).await,
+                "node {i} did not join"
+            );
         }
         cluster
     }
@@ -107,7 +120,9 @@ impl TestCluster {
 
     /// Every range as node `via` sees it, with the node that holds its lease (if any).
     pub async fn ranges(&self, via: usize) -> Vec<(RangeDescriptor, Option<NodeId>)> {
-        let Ok(descs) = self.sender(via).all_ranges().await else { return Vec::new() };
+        let Ok(descs) = self.sender(via).all_ranges().await else {
+            return Vec::new();
+        };
         descs
             .into_iter()
             .map(|d| {
@@ -116,7 +131,9 @@ impl TestCluster {
                     .iter()
                     .flatten()
                     .filter_map(|n| n.store())
-                    .find(|s| s.is_leaseholder(RangeId(d.range_id)))
+                    .find(|s| {
+                        s.is_leaseholder(RangeId(d.range_id)) || s.is_leader(RangeId(d.range_id))
+                    })
                     .map(|s| s.node_id());
                 (d, lh)
             })
@@ -124,18 +141,31 @@ impl TestCluster {
     }
 
     /// Waits until every range has `voters` replicas and a leaseholder.
-    pub async fn wait_replicated(&self, voters: usize, timeout: Duration) -> Vec<(RangeDescriptor, Option<NodeId>)> {
-        wait_for(timeout, "every range replicated with a leaseholder", || async {
-            let ranges = self.ranges(0).await;
-            let ok = !ranges.is_empty() && ranges.iter().all(|(d, lh)| d.replicas.len() == voters && lh.is_some());
-            ok.then_some(ranges)
-        })
+    pub async fn wait_replicated(
+        &self,
+        voters: usize,
+        timeout: Duration,
+    ) -> Vec<(RangeDescriptor, Option<NodeId>)> {
+        wait_for(
+            timeout,
+            "every range replicated with a leaseholder",
+            || async {
+                let ranges = self.ranges(0).await;
+                let ok = !ranges.is_empty()
+                    && ranges
+                        .iter()
+                        .all(|(d, lh)| d.replicas.len() == voters && lh.is_some());
+                ok.then_some(ranges)
+            },
+        )
         .await
     }
 
     /// Cuts Raft traffic between the nodes in `side` and all others.
     pub fn partition(&self, side: &[usize]) {
-        let all: Vec<NodeId> = (0..self.nodes.len()).filter_map(|i| self.nodes[i].as_ref()?.node_id()).collect();
+        let all: Vec<NodeId> = (0..self.nodes.len())
+            .filter_map(|i| self.nodes[i].as_ref()?.node_id())
+            .collect();
         let side: Vec<NodeId> = side.iter().map(|&i| self.node_id(i)).collect();
         self.faults.partition(&side, &all);
     }
@@ -157,12 +187,19 @@ impl TestCluster {
     pub async fn restart(&mut self, i: usize) {
         assert!(self.nodes[i].is_none(), "node {i} is running");
         let config = self.configs[i].clone();
-        let node = wait_for(Duration::from_secs(30), &format!("node {i} to reopen its store"), || {
-            let config = config.clone();
-            async move { Node::start(config).await.ok() }
-        })
+        let node = wait_for(
+            Duration::from_secs(30),
+            &format!("node {i} to reopen its store"),
+            || {
+                let config = config.clone();
+                async move { Node::start(config).await.ok() }
+            },
+        )
         .await;
-        assert!(node.wait_started(Duration::from_secs(30)).await, "node {i} did not start");
+        assert!(
+            node.wait_started(Duration::from_secs(30)).await,
+            "node {i} did not start"
+        );
         self.nodes[i] = Some(node);
     }
 }
