@@ -204,7 +204,7 @@ impl Cluster {
 
     /// A KV client connected to node `i`.
     pub async fn kv(&self, i: usize) -> KvClient<Channel> {
-        KvClient::new(self.channel(i).await)
+        KvClient::new(self.channel(i).await).max_decoding_message_size(256 << 20)
     }
 
     /// A node-service client connected to node `i`.

@@ -277,7 +277,7 @@ fn key_arg(s: &str) -> Result<Vec<u8>> {
 }
 
 async fn kv(client: &ClientArgs, requests: Vec<Request>) -> Result<Vec<bini_proto::Response>> {
-    let mut c = KvClient::new(client.channel().await?);
+    let mut c = KvClient::new(client.channel().await?).max_decoding_message_size(256 << 20);
     let resp = c
         .batch(BatchRequest { requests })
         .await

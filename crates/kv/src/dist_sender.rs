@@ -299,7 +299,9 @@ impl DistSender {
     /// Sends one request that falls in a single range (used for meta lookups).
     async fn send_one_range(&self, req: Request) -> Result<Response> {
         let key = request_key(&req).map(<[u8]>::to_vec).unwrap_or_default();
-        let mut out = self.send_to_range_with_retry(&key, vec![req]).await?;
+        let mut out = self
+            .send_to_range_with_retry(&key, vec![req], false)
+            .await?;
         out.pop()
             .ok_or_else(|| Error::InvalidRequest("empty response".into()))
     }
@@ -309,6 +311,7 @@ impl DistSender {
         &self,
         key: &[u8],
         requests: Vec<Request>,
+        multi: bool,
     ) -> Result<Vec<Response>> {
         let deadline = Instant::now() + SEND_DEADLINE;
         let mut backoff = Duration::from_millis(5);
@@ -352,6 +355,10 @@ impl DistSender {
                         {
                             self.cache.insert(d.clone(), None);
                         }
+                    }
+                    if multi && matches!(e, Error::KeyOutOfRange { .. }) {
+                        // The group straddles ranges now; the caller regroups it.
+                        return Err(e);
                     }
                     tracing::debug!(error = %e, "retrying range request");
                     last_err = Some(e);
@@ -424,48 +431,71 @@ impl DistSender {
     /// Sends a batch over any keys; answers come back in request order.
     pub async fn send(&self, requests: Vec<Request>) -> Result<Vec<Response>> {
         let mut out: Vec<Option<Response>> = vec![None; requests.len()];
-        // Group point requests by range; scans run on their own.
-        let mut groups: Vec<(Vec<u8>, Vec<usize>)> = Vec::new();
-        let mut by_range: HashMap<u64, usize> = HashMap::new();
+        let mut pending = Vec::new();
         let mut scans = Vec::new();
         for (i, r) in requests.iter().enumerate() {
             match &r.kind {
                 Some(request::Kind::Scan(_)) => scans.push(i),
-                Some(request::Kind::PutDescriptor(d)) => {
-                    let key = keys::meta_key(&d.end_key);
-                    groups.push((key, vec![i]));
-                }
+                Some(request::Kind::PutDescriptor(_)) => pending.push(i),
                 Some(_) => {
-                    let key = request_key(r).map(<[u8]>::to_vec).unwrap_or_default();
-                    if !keys::is_user_addressable(&key) {
+                    let key = request_key(r).unwrap_or_default();
+                    if !keys::is_user_addressable(key) {
                         return Err(Error::InvalidRequest(format!(
                             "key {} is outside the addressable keyspace",
-                            keys::pretty(&key)
+                            keys::pretty(key)
                         )));
                     }
-                    let range = self
-                        .range_for(&key)
-                        .await
-                        .map(|c| c.desc.range_id)
-                        .unwrap_or(0);
-                    match by_range.get(&range) {
-                        Some(&g) if range != 0 => groups[g].1.push(i),
-                        _ => {
-                            by_range.insert(range, groups.len());
-                            groups.push((key, vec![i]));
-                        }
-                    }
+                    pending.push(i);
                 }
                 None => return Err(Error::InvalidRequest("empty request".into())),
             }
         }
-        let futs = groups.into_iter().map(|(key, idx)| {
-            let reqs: Vec<Request> = idx.iter().map(|&i| requests[i].clone()).collect();
-            async move { (idx.clone(), self.send_group(key, reqs).await) }
-        });
-        for (idx, res) in futures::future::join_all(futs).await {
-            for (i, r) in idx.into_iter().zip(res?) {
-                out[i] = Some(r);
+        // Route point requests by range; a group that turns out to straddle ranges (a split
+        // the cache has not seen) is routed again with the refreshed cache.
+        let deadline = Instant::now() + SEND_DEADLINE;
+        while !pending.is_empty() {
+            let mut groups: Vec<(Vec<u8>, Vec<usize>)> = Vec::new();
+            let mut by_range: HashMap<u64, usize> = HashMap::new();
+            for &i in &pending {
+                let key = routing_key(&requests[i]);
+                let range = self
+                    .range_for(&key)
+                    .await
+                    .map(|c| c.desc.range_id)
+                    .unwrap_or(0);
+                match by_range.get(&range) {
+                    Some(&g) if range != 0 => groups[g].1.push(i),
+                    _ => {
+                        by_range.insert(range, groups.len());
+                        groups.push((key, vec![i]));
+                    }
+                }
+            }
+            let futs = groups.into_iter().map(|(key, idx)| {
+                let reqs: Vec<Request> = idx.iter().map(|&i| requests[i].clone()).collect();
+                async move {
+                    let multi = idx.len() > 1;
+                    (idx, self.send_to_range_with_retry(&key, reqs, multi).await)
+                }
+            });
+            pending.clear();
+            for (idx, res) in futures::future::join_all(futs).await {
+                match res {
+                    Ok(rs) => {
+                        for (i, r) in idx.into_iter().zip(rs) {
+                            out[i] = Some(r);
+                        }
+                    }
+                    Err(Error::KeyOutOfRange { .. })
+                        if idx.len() > 1 && Instant::now() < deadline =>
+                    {
+                        pending.extend(idx);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if !pending.is_empty() {
+                tokio::time::sleep(Duration::from_millis(2)).await;
             }
         }
         for i in scans {
@@ -475,21 +505,6 @@ impl DistSender {
             out[i] = Some(self.scan(s.clone()).await?);
         }
         Ok(out.into_iter().map(Option::unwrap_or_default).collect())
-    }
-
-    /// Sends a group routed together; if the range split meanwhile, routes each request anew.
-    async fn send_group(&self, key: Vec<u8>, reqs: Vec<Request>) -> Result<Vec<Response>> {
-        match self.send_to_range_with_retry(&key, reqs.clone()).await {
-            Err(Error::KeyOutOfRange { .. }) if reqs.len() > 1 => {
-                let mut out = Vec::with_capacity(reqs.len());
-                for r in reqs {
-                    let k = request_key(&r).map(<[u8]>::to_vec).unwrap_or_default();
-                    out.extend(self.send_to_range_with_retry(&k, vec![r]).await?);
-                }
-                Ok(out)
-            }
-            other => other,
-        }
     }
 
     async fn scan(&self, s: ScanRequest) -> Result<Response> {
@@ -521,7 +536,10 @@ impl DistSender {
                     limit: (limit - rows.len()).min(u64::MAX as usize) as u64,
                 })),
             };
-            let resp = match self.send_to_range_with_retry(&start, vec![req]).await {
+            let resp = match self
+                .send_to_range_with_retry(&start, vec![req], false)
+                .await
+            {
                 Ok(mut r) => r.pop().unwrap_or_default(),
                 Err(Error::KeyOutOfRange { .. }) => {
                     self.cache.evict(&cached.desc);
@@ -567,6 +585,14 @@ impl DistSender {
     /// The cached leaseholder of a range, if any.
     pub fn cached_leaseholder(&self, key: &[u8]) -> Option<NodeId> {
         self.cache.lookup(key).and_then(|c| c.leaseholder)
+    }
+}
+
+/// The key that decides which range a point request goes to.
+fn routing_key(r: &Request) -> Vec<u8> {
+    match &r.kind {
+        Some(request::Kind::PutDescriptor(d)) => keys::meta_key(&d.end_key),
+        _ => request_key(r).map(<[u8]>::to_vec).unwrap_or_default(),
     }
 }
 

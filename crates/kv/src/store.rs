@@ -1295,6 +1295,7 @@ impl Worker {
         for (tx, res) in responses {
             let _ = tx.send(res);
         }
+        let mut new_ranges = Vec::new();
         for (range_id, campaign) in created {
             self.replicas.remove(&range_id);
             match Replica::open(
@@ -1307,6 +1308,7 @@ impl Worker {
                 Ok(mut r) => {
                     if campaign {
                         let _ = r.raw.campaign();
+                        new_ranges.push(r.desc.clone());
                     }
                     r.publish();
                     self.inner
@@ -1336,6 +1338,11 @@ impl Worker {
                     }
                 }
             }
+        }
+        // The right-hand sides of splits go to meta after their left-hand sides: until then a
+        // lookup for a right-hand key finds the old, wider descriptor and is retried.
+        for desc in new_ranges {
+            self.emit(StoreEvent::DescriptorChanged(desc));
         }
         Ok(())
     }

@@ -234,7 +234,7 @@ async fn event_loop(
                 let (state, store) = (state.clone(), store.clone());
                 tokio::spawn(async move {
                     if let Err(e) = split_range(&state, &store, range).await {
-                        tracing::debug!(range_id = range.0, error = %e, "split failed");
+                        tracing::warn!(range_id = range.0, error = %e, "split failed");
                     }
                 });
             }
