@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bini_e2e::{get, put, scan, wait_for, Cluster};
+use bini_e2e::{get, put, scan, scan_all, wait_for, Cluster};
 use bini_proto::{
     ChangeReplicasRequest, NodeStatusRequest, RangeInfoRequest, TransferLeaseRequest,
 };
@@ -73,8 +73,7 @@ async fn load(
 }
 
 async fn count_and_check(c: &Cluster, via: usize, n: usize) {
-    let resp = c.batch(via, vec![scan("k", "l")]).await.expect("scan");
-    let rows = &resp[0].rows;
+    let rows = scan_all(c, via, b"k", b"l", 10_000).await.expect("scan");
     assert_eq!(rows.len(), n, "rows readable through node {via}");
     for (i, row) in rows.iter().enumerate() {
         assert_eq!(row.key, key(i));
@@ -233,12 +232,8 @@ async fn ranges_split_by_size_and_leases_spread() {
     )
     .await;
     assert!(ranges.len() >= 32);
-    let resp = c.batch(1, vec![scan("k", "l")]).await.expect("scan");
-    assert_eq!(
-        resp[0].rows.len(),
-        16_384,
-        "every key readable after the splits"
-    );
+    let rows = scan_all(&c, 1, b"k", b"l", 1000).await.expect("scan");
+    assert_eq!(rows.len(), 16_384, "every key readable after the splits");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -316,6 +316,35 @@ impl Drop for Cluster {
     }
 }
 
+/// Scans `[start, end)` through node `i` in pages of `page` rows, as a client reading a large
+/// span would.
+pub async fn scan_all(
+    c: &Cluster,
+    i: usize,
+    start: &[u8],
+    end: &[u8],
+    page: u64,
+) -> Result<Vec<bini_proto::KeyValue>, tonic::Status> {
+    let mut rows = Vec::new();
+    let mut from = start.to_vec();
+    loop {
+        let req = Request {
+            kind: Some(request::Kind::Scan(bini_proto::ScanRequest {
+                start_key: from.clone(),
+                end_key: end.to_vec(),
+                limit: page,
+            })),
+        };
+        let mut resp = c.batch(i, vec![req]).await?;
+        let r = resp.pop().unwrap_or_default();
+        rows.extend(r.rows);
+        if r.resume_key.is_empty() {
+            return Ok(rows);
+        }
+        from = r.resume_key;
+    }
+}
+
 /// A put request.
 pub fn put(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Request {
     Request {

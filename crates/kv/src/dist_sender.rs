@@ -554,6 +554,10 @@ impl DistSender {
             }
             start = range_end;
         }
+        if resume_key.is_empty() && rows.len() >= limit && start < end {
+            // The limit fell on a range boundary: resume at the next range.
+            resume_key = start;
+        }
         Ok(Response {
             rows,
             resume_key,

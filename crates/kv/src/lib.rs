@@ -32,6 +32,7 @@
 //!
 //! Deliberately left out for now: quiescing idle ranges, range merges, and load-based splitting.
 
+mod conf_change;
 mod dist_sender;
 mod error;
 pub mod keys;
@@ -40,6 +41,7 @@ mod replica;
 mod snapshot;
 mod store;
 mod transport;
+mod worker;
 
 use std::fmt;
 use std::time::Duration;
