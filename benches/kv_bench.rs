@@ -1,8 +1,11 @@
 //! KV put throughput and latency on a 3-node cluster of real `bini` processes, with 1, 16 and
-//! 64 concurrent writers, and syncs per committed write (group commit).
+//! 64 concurrent writers, and syncs per committed write (group commit) — side by side with
+//! PostgreSQL on the same machine inserting the same rows (see `pg_reference.rs`).
 //!
-//! Run: `cargo build --workspace && cargo run -p bini-benches --bin kv-bench -- [SECONDS]`.
+//! Run: `cargo build --workspace --all-targets && cargo run --bin kv-bench -- [SECONDS]`.
 //! Figures are printed, never asserted.
+
+mod pg_reference;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -35,10 +38,21 @@ async fn main() {
     let c = Cluster::start(3, &[]).await;
     c.wait_replicated(0, 3, Duration::from_secs(60)).await;
     let c = Arc::new(c);
-    println!("kv put, 3 nodes (replication factor 3), 64-byte values, {secs} s per row");
+    let pg = pg_reference::Postgres::start(bini_e2e::free_port());
+    println!("kv put, 3 nodes (replication factor 3), 64-byte values, {secs} s per row;");
+    println!("reference: PostgreSQL, one node, INSERT of the same row, synchronous commit");
     println!(
-        "{:>8} {:>12} {:>10} {:>10} {:>18} {:>22}",
-        "writers", "puts/s", "p50 ms", "p99 ms", "syncs/write (all)", "syncs/write per node"
+        "{:>8} {:>10} {:>8} {:>8} {:>13} {:>13} {:>10} {:>8} {:>8} {:>10}",
+        "writers",
+        "puts/s",
+        "p50 ms",
+        "p99 ms",
+        "syncs/write",
+        "(per node)",
+        "pg tps",
+        "pg p50",
+        "pg p99",
+        "bini/pg"
     );
     for writers in [1usize, 16, 64] {
         let stop = Arc::new(AtomicBool::new(false));
@@ -75,14 +89,29 @@ async fn main() {
         let (syncs1, _) = counters(&c).await;
         let n = all.len().max(1);
         let syncs = (syncs1 - syncs0) as f64;
+        let puts = all.len() as f64 / elapsed;
+        let reference = pg.as_ref().and_then(|p| p.insert_bench(writers, secs));
+        let (pg_tps, pg_p50, pg_p99, ratio) = match &reference {
+            Some(r) => (
+                format!("{:.0}", r.tps),
+                format!("{:.2}", r.p50_ms),
+                format!("{:.2}", r.p99_ms),
+                format!("{:.2}", puts / r.tps),
+            ),
+            None => ("-".into(), "-".into(), "-".into(), "-".into()),
+        };
         println!(
-            "{:>8} {:>12.0} {:>10.2} {:>10.2} {:>18.3} {:>22.3}",
+            "{:>8} {:>10.0} {:>8.2} {:>8.2} {:>13.3} {:>13.3} {:>10} {:>8} {:>8} {:>10}",
             writers,
-            all.len() as f64 / elapsed,
+            puts,
             all.value_at_quantile(0.5) as f64 / 1000.0,
             all.value_at_quantile(0.99) as f64 / 1000.0,
             syncs / n as f64,
             syncs / n as f64 / 3.0,
+            pg_tps,
+            pg_p50,
+            pg_p99,
+            ratio,
         );
     }
 }
