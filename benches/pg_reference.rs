@@ -106,7 +106,8 @@ impl Postgres {
             .arg(&script)
             .arg("-l")
             .arg("--log-prefix")
-            .arg(&prefix))?;
+            .arg(&prefix)
+            .arg("postgres"))?;
         let tps = out
             .lines()
             .find_map(|l| l.strip_prefix("tps = "))

@@ -19,17 +19,19 @@ use tonic::transport::Channel;
 /// test executables' parent directory).
 pub fn bini_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target profile directory");
-    let bin = dir.join("bini");
-    assert!(
-        bin.exists(),
-        "{} not found: build it first with `cargo build --workspace`",
-        bin.display()
-    );
-    bin
+    // Tests live in `<profile>/deps/`, binaries such as the benchmarks in `<profile>/`.
+    let dir = exe.parent().expect("executable directory");
+    let candidates = [Some(dir.join("bini")), dir.parent().map(|d| d.join("bini"))];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            panic!(
+                "bini not found near {}: run `cargo build --workspace --all-targets`",
+                dir.display()
+            )
+        })
 }
 
 /// A free TCP port on loopback, chosen by the OS.
