@@ -38,6 +38,8 @@ mod error;
 pub mod keys;
 mod raft_log;
 mod replica;
+#[cfg(test)]
+mod sim;
 mod snapshot;
 mod store;
 mod transport;
@@ -92,6 +94,9 @@ pub struct StoreConfig {
     pub raft_log_max_entries: u64,
     /// A node's clock may be this far from the others'.
     pub max_clock_offset: Duration,
+    /// Tests only: replace Raft's random election timeout with `raft_election_ticks + k × node
+    /// id` ticks, so simulations that tick by hand elect deterministically.
+    pub deterministic_election_spread: Option<usize>,
 }
 
 impl Default for StoreConfig {
@@ -104,6 +109,7 @@ impl Default for StoreConfig {
             replication_factor: 3,
             raft_log_max_entries: 10_000,
             max_clock_offset: Duration::from_millis(500),
+            deterministic_election_spread: None,
         }
     }
 }

@@ -300,6 +300,17 @@ impl Replica {
             pre_vote: true,
             ..Default::default()
         };
+        let raft_config = match config.deterministic_election_spread {
+            Some(k) => {
+                let ticks = config.raft_election_ticks + k * node_id.0 as usize;
+                raft::Config {
+                    min_election_tick: ticks,
+                    max_election_tick: ticks + 1,
+                    ..raft_config
+                }
+            }
+            None => raft_config,
+        };
         let raw = RawNode::new(&raft_config, log, logger)?;
         let shared = Arc::new(ReplicaShared {
             range_id,

@@ -102,6 +102,8 @@ pub(crate) struct Inner {
     pub(crate) tx: Sender<StoreMsg>,
     pub(crate) replicas: RwLock<HashMap<RangeId, Arc<ReplicaShared>>>,
     pub(crate) started: Instant,
+    /// How long after start the store refuses votes (it has forgotten which leaders it heard).
+    pub(crate) vote_grace: Duration,
     pub(crate) next_id: AtomicU64,
     pub(crate) status: StoreStatus,
     pub(crate) events: Mutex<Option<tokio::sync::mpsc::UnboundedSender<StoreEvent>>>,
@@ -171,6 +173,27 @@ impl Store {
         clock: Arc<Hlc>,
         transport: Arc<dyn Transport>,
     ) -> Result<Store> {
+        let vote_grace = config.election_timeout();
+        let (store, mut worker) =
+            Self::open(node_id, engine, config, clock, transport, vote_grace)?;
+        let handle = std::thread::Builder::new()
+            .name(format!("store-n{}", node_id.0))
+            .spawn(move || worker.run())
+            .map_err(|e| Error::InvalidRequest(format!("spawn store thread: {e}")))?;
+        *store.inner.thread.lock() = Some(handle);
+        Ok(store)
+    }
+
+    /// Opens the replicas and returns the store with its worker, not yet running: `start`
+    /// runs the worker on its own thread, the simulation tests step it by hand.
+    pub(crate) fn open(
+        node_id: NodeId,
+        engine: Arc<dyn Engine>,
+        config: StoreConfig,
+        clock: Arc<Hlc>,
+        transport: Arc<dyn Transport>,
+        vote_grace: Duration,
+    ) -> Result<(Store, Worker)> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let inner = Arc::new(Inner {
             node_id,
@@ -180,6 +203,7 @@ impl Store {
             tx,
             replicas: RwLock::new(HashMap::new()),
             started: Instant::now(),
+            vote_grace,
             next_id: AtomicU64::new(rand::random::<u64>() >> 16),
             status: StoreStatus::default(),
             events: Mutex::new(None),
@@ -202,13 +226,8 @@ impl Store {
             ranges = replicas.len(),
             "store started"
         );
-        let mut worker = Worker::new(inner.clone(), rx, replicas, transport, logger);
-        let handle = std::thread::Builder::new()
-            .name(format!("store-n{}", node_id.0))
-            .spawn(move || worker.run())
-            .map_err(|e| Error::InvalidRequest(format!("spawn store thread: {e}")))?;
-        *inner.thread.lock() = Some(handle);
-        Ok(Store { inner })
+        let worker = Worker::new(inner.clone(), rx, replicas, transport, logger);
+        Ok((Store { inner }, worker))
     }
 
     /// Subscribes the node's background work to store events.

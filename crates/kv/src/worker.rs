@@ -26,8 +26,8 @@ use crate::{keys, Error, NodeId, RangeId, Result, Store};
 /// The store thread's state.
 pub(crate) struct Worker {
     inner: Arc<Inner>,
-    rx: Receiver<StoreMsg>,
-    replicas: HashMap<RangeId, Replica>,
+    pub(crate) rx: Receiver<StoreMsg>,
+    pub(crate) replicas: HashMap<RangeId, Replica>,
     transport: Arc<dyn Transport>,
     logger: slog::Logger,
     outbox: HashMap<NodeId, Vec<RaftMessage>>,
@@ -86,6 +86,19 @@ impl Worker {
                 return self.shutdown();
             }
         }
+    }
+
+    /// One round without waiting: handle what is queued, tick if asked, then the Ready pass.
+    /// The simulation tests drive stores with this.
+    #[cfg(test)]
+    pub(crate) fn round(&mut self, tick: bool) -> Result<()> {
+        while let Ok(msg) = self.rx.try_recv() {
+            self.handle(msg);
+        }
+        if tick {
+            self.tick();
+        }
+        self.process_ready()
     }
 
     fn shutdown(&mut self) {
@@ -220,7 +233,7 @@ impl Worker {
         if matches!(
             t,
             MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
-        ) && self.inner.started.elapsed() < self.inner.config.election_timeout()
+        ) && self.inner.started.elapsed() < self.inner.vote_grace
         {
             return;
         }
