@@ -4,11 +4,10 @@
 //! killed (SIGKILL) and restarted by pid. Every wait polls a condition with a deadline. When a
 //! test panics, the tail of every node's log is printed so CI output explains the failure.
 
-use std::future::Future;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bini_proto::kv_client::KvClient;
 use bini_proto::node_client::NodeClient;
@@ -43,24 +42,7 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Polls `f` until it returns `Some`, or panics after `timeout` with `what`.
-pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+pub use bini_testkit::wait_for;
 
 /// One `bini` node process.
 pub struct NodeProc {

@@ -88,6 +88,37 @@ impl Worker {
         }
     }
 
+    /// Opens a replica from the engine (campaigning at once if asked) and registers it with
+    /// the store.
+    fn open_replica(&mut self, range_id: RangeId, campaign: bool) -> Result<&mut Replica> {
+        let mut r = Replica::open(
+            range_id,
+            self.inner.node_id,
+            self.inner.engine.clone(),
+            &self.inner.config,
+            &self.logger,
+        )?;
+        if campaign {
+            let _ = r.raw.campaign();
+        }
+        r.publish();
+        self.inner
+            .replicas
+            .write()
+            .insert(range_id, r.shared.clone());
+        Ok(self.replicas.entry(range_id).insert_entry(r).into_mut())
+    }
+
+    /// Unregisters a replica that is going away: readers see it destroyed, proposers get
+    /// `RangeNotFound`. The caller removes its data.
+    fn forget_replica(&mut self, id: RangeId) -> Option<Replica> {
+        let mut r = self.replicas.remove(&id)?;
+        r.fail_pending(|| Error::RangeNotFound(id));
+        r.shared.state.write().destroyed = true;
+        self.inner.replicas.write().remove(&id);
+        Some(r)
+    }
+
     /// One round without waiting: handle what is queued, tick if asked, then the Ready pass.
     /// The simulation tests drive stores with this.
     #[cfg(test)]
@@ -198,15 +229,12 @@ impl Worker {
                     .get(&range_id)
                     .is_some_and(|r| r.desc.generation < generation && !r.is_leader());
                 if stale {
-                    if let Some(mut r) = self.replicas.remove(&range_id) {
+                    if let Some(r) = self.forget_replica(range_id) {
                         let mut batch = WriteBatch::new();
                         destroy_replica(&r, &mut batch);
                         if let Err(e) = self.inner.engine.write(&batch, true) {
                             tracing::error!(range_id = range_id.0, error = %e, "cannot remove replica");
                         }
-                        r.fail_pending(|| Error::RangeNotFound(range_id));
-                        r.shared.state.write().destroyed = true;
-                        self.inner.replicas.write().remove(&range_id);
                         tracing::info!(
                             range_id = range_id.0,
                             "removed a replica the range no longer includes"
@@ -248,26 +276,11 @@ impl Worker {
             if !from_leader || !self.may_create(range_id, m.generation) {
                 return;
             }
-            match Replica::open(
-                range_id,
-                self.inner.node_id,
-                self.inner.engine.clone(),
-                &self.inner.config,
-                &self.logger,
-            ) {
-                Ok(r) => {
-                    tracing::debug!(range_id = range_id.0, "created replica on message");
-                    self.inner
-                        .replicas
-                        .write()
-                        .insert(range_id, r.shared.clone());
-                    self.replicas.insert(range_id, r);
-                }
-                Err(e) => {
-                    tracing::warn!(range_id = range_id.0, error = %e, "cannot create replica");
-                    return;
-                }
+            if let Err(e) = self.open_replica(range_id, false) {
+                tracing::warn!(range_id = range_id.0, error = %e, "cannot create replica");
+                return;
             }
+            tracing::debug!(range_id = range_id.0, "created replica on message");
         }
         if let Some(r) = self.replicas.get_mut(&range_id) {
             if let Err(e) = r.raw.step(msg) {
@@ -552,36 +565,18 @@ impl Worker {
         }
         let mut new_ranges = Vec::new();
         for (range_id, campaign) in created {
+            // An uninitialised replica of the right-hand side is replaced by the split's.
             self.replicas.remove(&range_id);
-            match Replica::open(
-                range_id,
-                self.inner.node_id,
-                self.inner.engine.clone(),
-                &self.inner.config,
-                &self.logger,
-            ) {
-                Ok(mut r) => {
-                    if campaign {
-                        let _ = r.raw.campaign();
-                        new_ranges.push(r.desc.clone());
-                    }
-                    r.publish();
-                    self.inner
-                        .replicas
-                        .write()
-                        .insert(range_id, r.shared.clone());
-                    self.replicas.insert(range_id, r);
-                }
+            match self.open_replica(range_id, campaign) {
+                Ok(r) if campaign => new_ranges.push(r.desc.clone()),
+                Ok(_) => {}
                 Err(e) => {
                     tracing::error!(range_id = range_id.0, error = %e, "cannot open split range")
                 }
             }
         }
         for id in removed {
-            if let Some(mut r) = self.replicas.remove(&id) {
-                r.fail_pending(|| Error::RangeNotFound(id));
-                r.shared.state.write().destroyed = true;
-                self.inner.replicas.write().remove(&id);
+            if self.forget_replica(id).is_some() {
                 tracing::info!(range_id = id.0, "replica removed from this node");
             }
         }
