@@ -102,6 +102,8 @@ pub(crate) struct Inner {
     pub(crate) tx: Sender<StoreMsg>,
     pub(crate) replicas: RwLock<HashMap<RangeId, Arc<ReplicaShared>>>,
     pub(crate) started: Instant,
+    /// Set by `kill`: the worker stops before doing anything more.
+    pub(crate) killed: std::sync::atomic::AtomicBool,
     /// How long after start the store refuses votes (it has forgotten which leaders it heard).
     pub(crate) vote_grace: Duration,
     pub(crate) next_id: AtomicU64,
@@ -204,6 +206,7 @@ impl Store {
             replicas: RwLock::new(HashMap::new()),
             started: Instant::now(),
             vote_grace,
+            killed: std::sync::atomic::AtomicBool::new(false),
             next_id: AtomicU64::new(rand::random::<u64>() >> 16),
             status: StoreStatus::default(),
             events: Mutex::new(None),
@@ -258,6 +261,12 @@ impl Store {
     /// The clock.
     pub fn clock(&self) -> &Arc<Hlc> {
         &self.inner.clock
+    }
+
+    /// Halts the store thread at once, dropping queued work unanswered (crash tests).
+    pub fn kill(&self) {
+        self.inner.killed.store(true, Ordering::SeqCst);
+        self.stop();
     }
 
     /// Stops the store thread and waits for it.

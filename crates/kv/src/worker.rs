@@ -62,6 +62,9 @@ impl Worker {
         let tick = self.inner.config.raft_tick_interval;
         loop {
             let wait = (self.last_tick + tick).saturating_duration_since(Instant::now());
+            if self.inner.killed.load(Ordering::SeqCst) {
+                return;
+            }
             match self.rx.recv_timeout(wait) {
                 Ok(StoreMsg::Stop) => return self.shutdown(),
                 Ok(msg) => self.handle(msg),
@@ -69,6 +72,9 @@ impl Worker {
                 Err(RecvTimeoutError::Disconnected) => return self.shutdown(),
             }
             for _ in 0..MAX_MESSAGES_PER_ROUND {
+                if self.inner.killed.load(Ordering::SeqCst) {
+                    return;
+                }
                 match self.rx.try_recv() {
                     Ok(StoreMsg::Stop) => return self.shutdown(),
                     Ok(msg) => self.handle(msg),
@@ -78,6 +84,9 @@ impl Worker {
             if self.last_tick.elapsed() >= tick {
                 self.last_tick = Instant::now();
                 self.tick();
+            }
+            if self.inner.killed.load(Ordering::SeqCst) {
+                return;
             }
             if let Err(e) = self.process_ready() {
                 // The engine failed: acknowledged data may be at risk, so stop serving rather

@@ -299,6 +299,21 @@ impl Node {
         }
         let _ = self.state.engine.sync();
     }
+
+    /// Stops the node abruptly, the closest an in-process node comes to SIGKILL: no draining,
+    /// no waiting for requests in flight, the store thread halts where it is (mid-round work is
+    /// dropped, proposers are never answered) and nothing is flushed. Writes already in
+    /// RocksDB's log survive, as they do a process kill.
+    pub async fn kill(self) {
+        let _ = self.shutdown.send(true);
+        self.server.abort();
+        for t in self.state.tasks.lock().drain(..) {
+            t.abort();
+        }
+        if let Some(store) = self.state.store.get().cloned() {
+            let _ = tokio::task::spawn_blocking(move || store.kill()).await;
+        }
+    }
 }
 
 trait IntoArc {

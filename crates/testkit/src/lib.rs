@@ -1,8 +1,9 @@
 //! An in-process cluster for tests: N real nodes (RocksDB in temporary directories, gRPC on
 //! loopback ports the OS picks) in one process, with faults.
 //!
-//! - `stop(i)` shuts a node down; `restart(i)` brings it back on the same directory and
-//!   address. (Tests that need a real SIGKILL use processes: see the root `tests/`.)
+//! - `stop(i)` shuts a node down cleanly; `kill(i)` halts it abruptly (no draining, no flush,
+//!   queued work dropped); `restart(i)` brings it back on the same directory and address. (Tests
+//!   that need a real SIGKILL use processes: see the root `tests/`.)
 //! - `partition(side)` cuts Raft traffic between `side` and everyone else (both directions,
 //!   checked at sender and receiver); `cut`, `delay` and `heal` act on single links through
 //!   [`NetworkFaults`].
@@ -179,6 +180,13 @@ impl TestCluster {
     pub async fn stop(&mut self, i: usize) {
         if let Some(n) = self.nodes[i].take() {
             n.stop().await;
+        }
+    }
+
+    /// Halts node `i` abruptly, without draining or flushing.
+    pub async fn kill(&mut self, i: usize) {
+        if let Some(n) = self.nodes[i].take() {
+            n.kill().await;
         }
     }
 
