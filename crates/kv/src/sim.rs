@@ -10,8 +10,9 @@
 //! Commands:
 //! - `campaign NODE RANGE`: the node's replica campaigns.
 //! - `tick [N]`: N Raft ticks on every store, delivering all traffic after each.
-//! - `put NODE KEY VALUE`: propose a write to the replica on NODE, deliver traffic, print the
-//!   outcome (`ok`, `pending` or the error).
+//! - `put NODE KEY VALUE [range=R]`: propose a write to NODE's replica of the range holding KEY
+//!   (or of range R), deliver traffic, print the outcome (`ok`, `pending` or the error).
+//! - `split NODE RANGE KEY NEW_RANGE`: NODE proposes splitting RANGE at KEY.
 //! - `get KEY`: the newest value of KEY in every store's engine (what each replica applied).
 //! - `partition NODE` / `heal`: cut or restore all Raft traffic between NODE and the others.
 //! - `status RANGE`: role, term, leader, commit and applied index of every replica.
@@ -244,6 +245,7 @@ impl goldenscript::Runner for SimRunner {
         _: &goldenscript::Context,
     ) -> std::result::Result<String, Box<dyn StdError>> {
         let mut args = command.consume_args();
+        let range_arg: Option<u64> = args.take_key("range").map(str::parse).transpose()?;
         let mut pos = || args.next_pos().ok_or("missing argument");
         let mut out = String::new();
         match command.name.as_str() {
@@ -279,8 +281,23 @@ impl goldenscript::Runner for SimRunner {
                     ..Default::default()
                 };
                 let node = self.sim.node(n)?;
+                // The range whose span holds the key on this node, unless `range=` says otherwise.
+                let range = match range_arg {
+                    Some(r) => RangeId(r),
+                    None => node
+                        .worker
+                        .replicas
+                        .values()
+                        .find(|r| {
+                            r.initialized
+                                && r.desc.start_key.as_slice() <= key.as_bytes()
+                                && key.as_bytes() < r.desc.end_key.as_slice()
+                        })
+                        .map(|r| r.range_id)
+                        .ok_or("no replica holds the key")?,
+                };
                 node.store.inner.tx.send(StoreMsg::Propose {
-                    range_id: RangeId(2),
+                    range_id: range,
                     cmd,
                     responder: tx,
                 })?;
@@ -291,6 +308,45 @@ impl goldenscript::Runner for SimRunner {
                 if self.pending.iter().any(|(w, _)| *w == what) {
                     writeln!(out, "{what}: pending")?;
                 }
+            }
+            "split" => {
+                let (n, r, key, new_id): (u64, u64, &str, u64) =
+                    (pos()?.parse()?, pos()?.parse()?, pos()?, pos()?.parse()?);
+                let node = self.sim.node(n)?;
+                let desc = node
+                    .worker
+                    .replicas
+                    .get(&RangeId(r))
+                    .ok_or("no such replica")?
+                    .desc
+                    .clone();
+                let left = RangeDescriptor {
+                    end_key: key.as_bytes().to_vec(),
+                    generation: desc.generation + 1,
+                    ..desc.clone()
+                };
+                let right = RangeDescriptor {
+                    range_id: new_id,
+                    start_key: key.as_bytes().to_vec(),
+                    generation: desc.generation + 1,
+                    ..desc
+                };
+                let cmd = RaftCommand {
+                    split: Some(bini_proto::SplitTrigger {
+                        left: Some(left),
+                        right: Some(right),
+                    }),
+                    ..Default::default()
+                };
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                node.store.inner.tx.send(StoreMsg::Propose {
+                    range_id: RangeId(r),
+                    cmd,
+                    responder: tx,
+                })?;
+                self.sim.stabilize()?;
+                self.pending.push((format!("split r{r} at {key}"), rx));
+                self.report_pending(&mut out)?;
             }
             "get" => {
                 let key = pos()?;
@@ -339,14 +395,21 @@ impl goldenscript::Runner for SimRunner {
     }
 }
 
+fn run_script(name: &str) -> std::io::Result<()> {
+    let sim = Sim::new().map_err(std::io::Error::other)?;
+    let mut runner = SimRunner {
+        sim,
+        pending: Vec::new(),
+    };
+    goldenscript::run(&mut runner, format!("src/testscripts/raft/{name}"))
+}
+
 #[test]
 fn leader_failover() -> std::io::Result<()> {
-    let sim = Sim::new().map_err(std::io::Error::other)?;
-    goldenscript::run(
-        &mut SimRunner {
-            sim,
-            pending: Vec::new(),
-        },
-        "src/testscripts/raft/leader_failover",
-    )
+    run_script("leader_failover")
+}
+
+#[test]
+fn split() -> std::io::Result<()> {
+    run_script("split")
 }
