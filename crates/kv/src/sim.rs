@@ -15,6 +15,7 @@
 //! - `split NODE RANGE KEY NEW_RANGE`: NODE proposes splitting RANGE at KEY.
 //! - `get KEY`: the newest value of KEY in every store's engine (what each replica applied).
 //! - `partition NODE` / `heal`: cut or restore all Raft traffic between NODE and the others.
+//! - `forge-heartbeat FROM TO RANGE COMMIT`: deliver a heartbeat claiming commit index COMMIT.
 //! - `status RANGE`: role, term, leader, commit and applied index of every replica.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
@@ -368,6 +369,38 @@ impl goldenscript::Runner for SimRunner {
                 }
             }
             "heal" => self.sim.cut.clear(),
+            "forge-heartbeat" => {
+                // A heartbeat from the range's leader claiming a commit index far past the log.
+                let (from, to, r, commit): (u64, u64, u64, u64) = (
+                    pos()?.parse()?,
+                    pos()?.parse()?,
+                    pos()?.parse()?,
+                    pos()?.parse()?,
+                );
+                let term = self
+                    .sim
+                    .node(to)?
+                    .worker
+                    .replicas
+                    .get(&RangeId(r))
+                    .ok_or("no such replica")?
+                    .raw
+                    .raft
+                    .term;
+                let mut m = raft::eraftpb::Message::default();
+                m.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
+                m.from = from;
+                m.to = to;
+                m.term = term;
+                m.commit = commit;
+                let message = m.write_to_bytes()?;
+                self.sim.node(to)?.store.deliver(RaftMessage {
+                    range_id: r,
+                    message,
+                    generation: 1,
+                });
+                self.sim.stabilize()?;
+            }
             "status" => {
                 let r: u64 = pos()?.parse()?;
                 for (n, node) in &self.sim.nodes {

@@ -277,6 +277,22 @@ impl Worker {
         if t == MessageType::MsgSnapshot && !self.snapshot_acceptable(range_id, &msg) {
             return;
         }
+        // A leader never claims a commit index beyond what the follower has (it sends
+        // min(matched, committed)); raft-rs treats one as a corrupt log and panics, so such a
+        // message is dropped instead.
+        if t == MessageType::MsgHeartbeat {
+            if let Some(r) = self.replicas.get(&range_id) {
+                if msg.commit > r.raw.raft.raft_log.last_index() {
+                    tracing::warn!(
+                        range_id = range_id.0,
+                        from = msg.from,
+                        commit = msg.commit,
+                        "dropping a heartbeat that commits past our log"
+                    );
+                    return;
+                }
+            }
+        }
         if !self.replicas.contains_key(&range_id) {
             let from_leader = matches!(
                 t,
