@@ -41,23 +41,18 @@ impl Store {
         cc: ConfChangeV2,
         desc: RangeDescriptor,
     ) -> Result<()> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.inner
-            .tx
-            .send(StoreMsg::ConfChange {
+        self.ask(
+            |responder| StoreMsg::ConfChange {
                 range_id,
                 cc,
                 desc,
-                responder: tx,
-            })
-            .map_err(|_| Error::Stopping)?;
-        match tokio::time::timeout(PROPOSAL_TIMEOUT * 2, rx).await {
-            Ok(Ok(r)) => r.map(|_| ()),
-            Ok(Err(_)) => Err(Error::Stopping),
-            Err(_) => Err(Error::Timeout(format!(
-                "configuration change of range {range_id}"
-            ))),
-        }
+                responder,
+            },
+            PROPOSAL_TIMEOUT * 2,
+            || format!("configuration change of range {range_id}"),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Adds and removes replicas of a range led here, with joint consensus: new replicas join

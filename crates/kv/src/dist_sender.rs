@@ -192,7 +192,8 @@ impl DistSender {
         &self.directory
     }
 
-    fn client(&self, addr: &str) -> Option<NodeClient<Channel>> {
+    /// A client for the node at `addr`, sharing one connection per address.
+    pub fn node_client(&self, addr: &str) -> Option<NodeClient<Channel>> {
         if let Some(c) = self.clients.read().get(addr) {
             return Some(c.clone());
         }
@@ -222,7 +223,7 @@ impl DistSender {
                 node,
                 reason: "address unknown".into(),
             })?;
-        let mut client = self.client(&addr).ok_or_else(|| Error::Unreachable {
+        let mut client = self.node_client(&addr).ok_or_else(|| Error::Unreachable {
             node,
             reason: format!("bad address {addr}"),
         })?;

@@ -410,21 +410,35 @@ impl Store {
         range_id: RangeId,
         cmd: RaftCommand,
     ) -> Result<Vec<Response>> {
+        self.ask(
+            |responder| StoreMsg::Propose {
+                range_id,
+                cmd,
+                responder,
+            },
+            PROPOSAL_TIMEOUT,
+            || format!("proposal to range {range_id} (outcome unknown)"),
+        )
+        .await
+    }
+
+    /// Sends the store thread a message carrying a responder and waits for the answer, up to
+    /// `timeout` (after which the outcome is unknown).
+    pub(crate) async fn ask(
+        &self,
+        message: impl FnOnce(Responder) -> StoreMsg,
+        timeout: Duration,
+        what: impl FnOnce() -> String,
+    ) -> Result<Vec<Response>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.inner
             .tx
-            .send(StoreMsg::Propose {
-                range_id,
-                cmd,
-                responder: tx,
-            })
+            .send(message(tx))
             .map_err(|_| Error::Stopping)?;
-        match tokio::time::timeout(PROPOSAL_TIMEOUT, rx).await {
+        match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(Error::Stopping),
-            Err(_) => Err(Error::Timeout(format!(
-                "proposal to range {range_id} (outcome unknown)"
-            ))),
+            Err(_) => Err(Error::Timeout(what())),
         }
     }
 

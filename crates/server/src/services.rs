@@ -377,10 +377,11 @@ impl NodeService for Services {
             let lh = find_leaseholder(&self.state, &desc).await;
             if lh != 0 && lh != store.node_id().0 {
                 if let Some(addr) = self.state.directory.address(NodeId(lh)) {
-                    let mut client =
-                        bini_proto::node_client::NodeClient::connect(format!("http://{addr}"))
-                            .await
-                            .map_err(|e| Status::unavailable(e.to_string()))?;
+                    let mut client = self
+                        .state
+                        .sender
+                        .node_client(&addr)
+                        .ok_or_else(|| Status::unavailable(format!("bad address {addr}")))?;
                     return client.change_replicas(req.clone()).await;
                 }
             }
@@ -463,12 +464,8 @@ pub(crate) async fn find_leaseholder(state: &NodeState, desc: &bini_proto::Range
         let Some(addr) = state.directory.address(node) else {
             continue;
         };
-        let Ok(Ok(mut client)) = tokio::time::timeout(
-            Duration::from_secs(1),
-            bini_proto::node_client::NodeClient::connect(format!("http://{addr}")),
-        )
-        .await
-        else {
+        // Shared connections: `debug ranges` asks every replica of every range.
+        let Some(mut client) = state.sender.node_client(&addr) else {
             continue;
         };
         if let Ok(Ok(resp)) = tokio::time::timeout(
