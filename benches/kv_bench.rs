@@ -70,6 +70,7 @@ async fn main() {
                     let t = Instant::now();
                     let req = BatchRequest {
                         requests: vec![put(key, vec![b'v'; 64])],
+                        header: None,
                     };
                     if client.batch(req).await.is_ok() {
                         let _ = h.record(t.elapsed().as_micros() as u64);

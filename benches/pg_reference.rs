@@ -83,8 +83,18 @@ impl Postgres {
 
     /// Runs `clients` pgbench clients inserting rows for `secs` seconds.
     pub fn insert_bench(&self, clients: usize, secs: u64) -> Option<PgFigures> {
-        let script = self.dir.path().join("insert.sql");
-        std::fs::write(&script, "INSERT INTO kv VALUES (gen_random_uuid()::text, convert_to(repeat('v', 64), 'UTF8'));\n").ok()?;
+        self.script_bench(
+            "INSERT INTO kv VALUES (gen_random_uuid()::text, convert_to(repeat('v', 64), 'UTF8'));\n",
+            clients,
+            secs,
+        )
+    }
+
+    /// Runs `clients` pgbench clients executing `sql` (one transaction per run of the script)
+    /// for `secs` seconds.
+    pub fn script_bench(&self, sql: &str, clients: usize, secs: u64) -> Option<PgFigures> {
+        let script = self.dir.path().join("bench.sql");
+        std::fs::write(&script, sql).ok()?;
         let prefix = self.dir.path().join(format!("log{clients}"));
         let out = run(Command::new(self.bin.join("pgbench"))
             .args([

@@ -61,7 +61,10 @@ async fn load(
                     .map(|i| put(key(i), value_of(i)))
                     .collect();
                 client
-                    .batch(bini_proto::BatchRequest { requests: reqs })
+                    .batch(bini_proto::BatchRequest {
+                        requests: reqs,
+                        header: None,
+                    })
                     .await
                     .unwrap_or_else(|e| panic!("batch {b} failed: {e}"));
             }
@@ -272,6 +275,7 @@ async fn replica_moves_to_a_new_node_under_writes() {
                 match client
                     .batch(bini_proto::BatchRequest {
                         requests: vec![put(k.clone(), k)],
+                        header: None,
                     })
                     .await
                 {
@@ -351,6 +355,7 @@ async fn acknowledged_writes_survive_sigkill_of_every_node() {
                 let k = format!("a{w}-{i:07}");
                 let call = client.batch(bini_proto::BatchRequest {
                     requests: vec![put(k.clone(), k.clone())],
+                    header: None,
                 });
                 match tokio::time::timeout(Duration::from_secs(2), call).await {
                     Ok(Ok(_)) => acked.lock().expect("lock").push(k),

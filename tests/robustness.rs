@@ -232,6 +232,7 @@ async fn garbage_never_crashes_a_node() {
         let rb = RangeBatchRequest {
             range_id: rng.random_range(0..100),
             requests: vec![r],
+            header: None,
         };
         let _ = raw_unary(channel.clone(), "/bini.Node/RangeBatch", rb.encode_to_vec()).await;
     }

@@ -263,9 +263,12 @@ impl Cluster {
         requests: Vec<Request>,
     ) -> Result<Vec<Response>, tonic::Status> {
         let mut c = self.kv(i).await;
-        c.batch(BatchRequest { requests })
-            .await
-            .map(|r| r.into_inner().responses)
+        c.batch(BatchRequest {
+            requests,
+            header: None,
+        })
+        .await
+        .map(|r| r.into_inner().responses)
     }
 
     /// Whether node `i`'s process is still running (it has not crashed).

@@ -281,7 +281,10 @@ fn key_arg(s: &str) -> Result<Vec<u8>> {
 async fn kv(client: &ClientArgs, requests: Vec<Request>) -> Result<Vec<bini_proto::Response>> {
     let mut c = KvClient::new(client.channel().await?).max_decoding_message_size(256 << 20);
     let resp = c
-        .batch(BatchRequest { requests })
+        .batch(BatchRequest {
+            requests,
+            header: None,
+        })
         .await
         .map_err(|s| anyhow!("{}", s.message()))?;
     Ok(resp.into_inner().responses)

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use bini_proto::node_client::NodeClient;
 use bini_proto::{
-    request, NodeInfo, RangeBatchRequest, RangeDescriptor, ReplicaKind, Request, Response,
-    ScanRequest,
+    request, BatchHeader, NodeInfo, RangeBatchRequest, RangeDescriptor, ReplicaKind, Request,
+    Response, ScanRequest,
 };
 use parking_lot::RwLock;
 use prost::Message as _;
@@ -187,6 +187,11 @@ impl DistSender {
         *self.local.write() = Some(store);
     }
 
+    /// The local store, once started.
+    pub fn local_store(&self) -> Option<Store> {
+        self.local.read().clone()
+    }
+
     /// The node directory.
     pub fn directory(&self) -> &Arc<NodeDirectory> {
         &self.directory
@@ -210,11 +215,12 @@ impl DistSender {
         &self,
         node: NodeId,
         range: RangeId,
+        header: &BatchHeader,
         requests: Vec<Request>,
     ) -> Result<Vec<Response>> {
         let local = self.local.read().clone();
         if let Some(store) = local.filter(|s| s.node_id() == node) {
-            return store.execute(range, requests).await;
+            return store.execute(range, header.clone(), requests).await;
         }
         let addr = self
             .directory
@@ -230,6 +236,7 @@ impl DistSender {
         let req = RangeBatchRequest {
             range_id: range.0,
             requests,
+            header: Some(header.clone()),
         };
         let resp = tokio::time::timeout(Duration::from_secs(6), client.range_batch(req))
             .await
@@ -301,7 +308,7 @@ impl DistSender {
     async fn send_one_range(&self, req: Request) -> Result<Response> {
         let key = request_key(&req).map(<[u8]>::to_vec).unwrap_or_default();
         let mut out = self
-            .send_to_range_with_retry(&key, vec![req], false)
+            .send_to_range_with_retry(&key, &BatchHeader::default(), vec![req], false)
             .await?;
         out.pop()
             .ok_or_else(|| Error::InvalidRequest("empty response".into()))
@@ -311,6 +318,7 @@ impl DistSender {
     async fn send_to_range_with_retry(
         &self,
         key: &[u8],
+        header: &BatchHeader,
         requests: Vec<Request>,
         multi: bool,
     ) -> Result<Vec<Response>> {
@@ -328,11 +336,11 @@ impl DistSender {
                 }
                 Err(e) => return Err(e),
             };
-            match self.try_replicas(&cached, &requests).await {
+            match self.try_replicas(&cached, header, &requests).await {
                 Ok(r) => return Ok(r),
                 Err(e) => {
                     let retry = e.is_retryable()
-                        || (matches!(e, Error::Timeout(_)) && idempotent(&requests));
+                        || (matches!(e, Error::Timeout(_)) && idempotent(header, &requests));
                     if !retry {
                         return Err(e);
                     }
@@ -361,7 +369,7 @@ impl DistSender {
                         // The group straddles ranges now; the caller regroups it.
                         return Err(e);
                     }
-                    tracing::debug!(error = %e, "retrying range request");
+                    tracing::debug!(range_id = cached.desc.range_id, error = %e, "retrying range request");
                     last_err = Some(e);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_millis(200));
@@ -375,6 +383,7 @@ impl DistSender {
     async fn try_replicas(
         &self,
         cached: &CachedRange,
+        header: &BatchHeader,
         requests: &[Request],
     ) -> Result<Vec<Response>> {
         let range = RangeId(cached.desc.range_id);
@@ -393,7 +402,10 @@ impl DistSender {
         while i < order.len() && hops < 8 {
             let node = order[i];
             hops += 1;
-            match self.send_to_node(node, range, requests.to_vec()).await {
+            match self
+                .send_to_node(node, range, header, requests.to_vec())
+                .await
+            {
                 Ok(r) => {
                     if cached.leaseholder != Some(node) {
                         self.cache.set_leaseholder(&cached.desc, Some(node));
@@ -415,9 +427,10 @@ impl DistSender {
                     e @ (Error::NotLeaseholder { .. }
                     | Error::Unreachable { .. }
                     | Error::Timeout(_)
-                    | Error::ProposalDropped(_)),
+                    | Error::ProposalDropped(_)
+                    | Error::ClockOffset(_)),
                 ) => {
-                    if matches!(e, Error::Timeout(_)) && !idempotent(requests) {
+                    if matches!(e, Error::Timeout(_)) && !idempotent(header, requests) {
                         return Err(e);
                     }
                     last = e;
@@ -429,8 +442,19 @@ impl DistSender {
         Err(last)
     }
 
-    /// Sends a batch over any keys; answers come back in request order.
+    /// Sends a non-transactional batch over any keys; answers come back in request order.
     pub async fn send(&self, requests: Vec<Request>) -> Result<Vec<Response>> {
+        self.send_with(&BatchHeader::default(), requests).await
+    }
+
+    /// Sends a batch over any keys with a header (timestamp, transaction); answers come back
+    /// in request order. A one-phase batch must fall in one range, or it fails with
+    /// [`Error::SpansRanges`] and the caller commits in two phases instead.
+    pub async fn send_with(
+        &self,
+        header: &BatchHeader,
+        requests: Vec<Request>,
+    ) -> Result<Vec<Response>> {
         let mut out: Vec<Option<Response>> = vec![None; requests.len()];
         let mut pending = Vec::new();
         let mut scans = Vec::new();
@@ -472,11 +496,18 @@ impl DistSender {
                     }
                 }
             }
+            if header.one_phase && (groups.len() > 1 || !scans.is_empty()) {
+                return Err(Error::SpansRanges);
+            }
             let futs = groups.into_iter().map(|(key, idx)| {
                 let reqs: Vec<Request> = idx.iter().map(|&i| requests[i].clone()).collect();
                 async move {
                     let multi = idx.len() > 1;
-                    (idx, self.send_to_range_with_retry(&key, reqs, multi).await)
+                    (
+                        idx,
+                        self.send_to_range_with_retry(&key, header, reqs, multi)
+                            .await,
+                    )
                 }
             });
             pending.clear();
@@ -503,12 +534,12 @@ impl DistSender {
             let Some(request::Kind::Scan(s)) = &requests[i].kind else {
                 unreachable!("filtered above")
             };
-            out[i] = Some(self.scan(s.clone()).await?);
+            out[i] = Some(self.scan(header, s.clone()).await?);
         }
         Ok(out.into_iter().map(Option::unwrap_or_default).collect())
     }
 
-    async fn scan(&self, s: ScanRequest) -> Result<Response> {
+    async fn scan(&self, header: &BatchHeader, s: ScanRequest) -> Result<Response> {
         let end = if s.end_key.is_empty() {
             keys::KEY_MAX.to_vec()
         } else {
@@ -538,7 +569,7 @@ impl DistSender {
                 })),
             };
             let resp = match self
-                .send_to_range_with_retry(&start, vec![req], false)
+                .send_to_range_with_retry(&start, header, vec![req], false)
                 .await
             {
                 Ok(mut r) => r.pop().unwrap_or_default(),
@@ -571,11 +602,14 @@ impl DistSender {
         let mut start = keys::meta_key(keys::USER_START);
         start.push(0);
         let resp = self
-            .scan(ScanRequest {
-                start_key: start,
-                end_key: keys::SYSTEM_START.to_vec(),
-                limit: 0,
-            })
+            .scan(
+                &BatchHeader::default(),
+                ScanRequest {
+                    start_key: start,
+                    end_key: keys::SYSTEM_START.to_vec(),
+                    limit: 0,
+                },
+            )
             .await?;
         let mut out = Vec::new();
         if let Some(first) = self.first_range() {
@@ -601,15 +635,25 @@ fn routing_key(r: &Request) -> Vec<u8> {
     }
 }
 
-fn idempotent(requests: &[Request]) -> bool {
-    requests.iter().all(|r| {
-        matches!(
-            r.kind,
-            Some(request::Kind::Get(_))
-                | Some(request::Kind::Scan(_))
-                | Some(request::Kind::Put(_))
-                | Some(request::Kind::Delete(_))
-                | Some(request::Kind::PutDescriptor(_))
-        )
-    })
+/// Whether resending a batch whose outcome is unknown is harmless. A one-phase commit is not:
+/// applied twice, it could overwrite a write that landed in between.
+fn idempotent(header: &BatchHeader, requests: &[Request]) -> bool {
+    !header.one_phase
+        && requests.iter().all(|r| {
+            matches!(
+                r.kind,
+                Some(request::Kind::Get(_))
+                    | Some(request::Kind::Scan(_))
+                    | Some(request::Kind::Put(_))
+                    | Some(request::Kind::Delete(_))
+                    | Some(request::Kind::PutDescriptor(_))
+                    | Some(request::Kind::BeginTxn(_))
+                    | Some(request::Kind::HeartbeatTxn(_))
+                    | Some(request::Kind::EndTxn(_))
+                    | Some(request::Kind::PushTxn(_))
+                    | Some(request::Kind::ResolveIntent(_))
+                    | Some(request::Kind::Refresh(_))
+                    | Some(request::Kind::Gc(_))
+            )
+        })
 }

@@ -32,10 +32,12 @@
 //!
 //! Deliberately left out for now: quiescing idle ranges, range merges, and load-based splitting.
 
+mod concurrency;
 mod conf_change;
 mod dist_sender;
 mod error;
 pub mod keys;
+mod overlay;
 mod raft_log;
 mod replica;
 #[cfg(test)]
@@ -50,6 +52,7 @@ use std::time::Duration;
 
 pub use dist_sender::{DistSender, NodeDirectory, RangeCache};
 pub use error::{Error, Result};
+pub use replica::TXN_EXPIRY;
 pub use store::StoreEvent;
 pub use store::{Store, StoreStatus};
 pub use transport::{GrpcTransport, SnapshotCallback, Transport};
@@ -94,6 +97,8 @@ pub struct StoreConfig {
     pub raft_log_max_entries: u64,
     /// A node's clock may be this far from the others'.
     pub max_clock_offset: Duration,
+    /// MVCC versions older than this are garbage-collected; reads further in the past fail.
+    pub gc_ttl: Duration,
     /// Tests only: replace Raft's random election timeout with `raft_election_ticks + k × node
     /// id` ticks, so simulations that tick by hand elect deterministically.
     pub deterministic_election_spread: Option<usize>,
@@ -109,6 +114,7 @@ impl Default for StoreConfig {
             replication_factor: 3,
             raft_log_max_entries: 10_000,
             max_clock_offset: Duration::from_millis(500),
+            gc_ttl: Duration::from_secs(4 * 3600),
             deterministic_election_spread: None,
         }
     }

@@ -25,15 +25,20 @@
 //! replica reaches the same state. Reads inside a write batch see earlier writes of the same
 //! round through an overlay.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bini_mvcc::{mvcc_delete, mvcc_get, mvcc_latest_timestamp, mvcc_put, Timestamp};
-use bini_proto::{
-    request, AppliedState, RaftCommand, RangeDescriptor, ReplicaKind, Request, Response,
+use bini_mvcc::{
+    mvcc_gc_key, mvcc_get_with, mvcc_resolve, mvcc_write, read_record, txn_ts, write_record,
+    ReadOptions, Timestamp,
 };
+use bini_proto::{
+    request, AppliedState, BatchHeader, PushKind, RaftCommand, RangeDescriptor, ReplicaKind,
+    Request, Response, TxnMeta, TxnRecord, TxnStatus,
+};
+use bini_storage::Reader;
 use bini_storage::{Cf, Engine, WriteBatch};
 use parking_lot::RwLock;
 use prost::Message as _;
@@ -41,6 +46,7 @@ use protobuf::Message as _;
 use raft::eraftpb::{ConfChangeV2, ConfState, Entry, EntryType};
 use raft::{RawNode, StateRole};
 
+use crate::overlay::{Overlay, Pending as PendingWrites};
 use crate::raft_log::RaftLog;
 use crate::{keys, Error, NodeId, RangeId, Result, StoreConfig};
 
@@ -78,6 +84,8 @@ pub struct ReplicaShared {
     pub state: RwLock<SharedState>,
     /// Milliseconds (since store start) of the last lease read, to decide renewals.
     pub last_read_ms: AtomicU64,
+    /// The timestamp cache and latches (meaningful on the leaseholder).
+    pub(crate) concurrency: parking_lot::Mutex<crate::concurrency::Concurrency>,
 }
 
 impl SharedState {
@@ -139,43 +147,28 @@ pub(crate) struct Replica {
 pub(crate) struct ApplyContext<'a> {
     pub engine: &'a dyn Engine,
     pub batch: WriteBatch,
-    /// Latest values written in this round: user key → (timestamp, value or tombstone).
-    pub overlay: HashMap<Vec<u8>, (Timestamp, Option<Vec<u8>>)>,
+    /// `Data` writes of this round's commands, for later commands to read.
+    pub overlay: PendingWrites,
     /// Results to deliver once the batch is written.
     pub responses: Vec<(Responder, Result<Vec<Response>>)>,
 }
 
-impl ApplyContext<'_> {
-    fn read(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        if let Some((_, v)) = self.overlay.get(key) {
-            return Ok(v.clone());
-        }
-        Ok(mvcc_get(self.engine, key, Timestamp::MAX)?)
-    }
+/// The writes of one request, kept apart until the request succeeds.
+#[derive(Default)]
+struct Ops(Vec<(Vec<u8>, Option<Vec<u8>>)>);
 
-    fn latest_ts(&self, key: &[u8]) -> Result<Option<Timestamp>> {
-        if let Some((ts, _)) = self.overlay.get(key) {
-            return Ok(Some(*ts));
-        }
-        Ok(mvcc_latest_timestamp(self.engine, key)?)
+impl bini_mvcc::Writer for Ops {
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.0.push((key, Some(value)));
     }
-
-    /// Writes a version above every existing one, so "latest" reads always see the newest
-    /// write even when a new leaseholder's clock runs behind the previous one's.
-    fn write(&mut self, key: &[u8], ts: Timestamp, value: Option<&[u8]>) -> Result<u64> {
-        let ts = match self.latest_ts(key)? {
-            Some(latest) if latest >= ts => latest.next(),
-            _ => ts,
-        };
-        match value {
-            Some(v) => mvcc_put(&mut self.batch, key, ts, v),
-            None => mvcc_delete(&mut self.batch, key, ts),
-        }
-        self.overlay
-            .insert(key.to_vec(), (ts, value.map(<[u8]>::to_vec)));
-        Ok((key.len() + value.map_or(0, <[u8]>::len) + 16) as u64)
+    fn delete(&mut self, key: Vec<u8>) {
+        self.0.push((key, None));
     }
 }
+
+/// How long a transaction record stays alive without a heartbeat; after that, anyone who meets
+/// the transaction's intents may abort it.
+pub const TXN_EXPIRY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Reads the applied state of a range from the engine.
 pub(crate) fn load_applied_state(
@@ -323,6 +316,7 @@ impl Replica {
                 ..Default::default()
             }),
             last_read_ms: AtomicU64::new(0),
+            concurrency: Default::default(),
         });
         Ok(Self {
             range_id,
@@ -627,13 +621,35 @@ impl Replica {
         if let Some(split) = cmd.split {
             return self.apply_split(split, ctx, effects).map(|_| Vec::new());
         }
-        let ts = cmd
-            .timestamp
-            .map(|t| Timestamp::new(t.wall, t.logical))
-            .unwrap_or_default();
+        let ts = cmd.timestamp.map(Timestamp::from).unwrap_or_default();
+        let header = cmd.header.unwrap_or_default();
+        // The command's writes stay apart until every request succeeded: a command applies
+        // entirely or not at all.
+        let mut pending = PendingWrites::new();
+        let mut added = 0u64;
         let mut out = Vec::with_capacity(cmd.requests.len());
         for req in cmd.requests {
-            out.push(self.apply_request(req, ts, ctx)?);
+            let mut ops = Ops::default();
+            let resp = {
+                let reader = Overlay {
+                    base: ctx.engine,
+                    layers: vec![&ctx.overlay, &pending],
+                };
+                self.apply_request(req, ts, &header, &reader, &mut ops)?
+            };
+            for (k, v) in ops.0 {
+                added += (k.len() + v.as_ref().map_or(0, Vec::len)) as u64;
+                pending.insert(k, v);
+            }
+            out.push(resp);
+        }
+        self.approx_bytes += added;
+        for (k, v) in pending {
+            match &v {
+                Some(v) => ctx.batch.put(Cf::Data, k.clone(), v.clone()),
+                None => ctx.batch.delete(Cf::Data, k.clone()),
+            }
+            ctx.overlay.insert(k, v);
         }
         Ok(out)
     }
@@ -650,31 +666,44 @@ impl Replica {
         }
     }
 
+    /// Evaluates one request of a command at write timestamp `ts`. Deterministic: every
+    /// replica computes the same writes from the same state.
     fn apply_request(
         &mut self,
         req: Request,
         ts: Timestamp,
-        ctx: &mut ApplyContext<'_>,
+        header: &BatchHeader,
+        reader: &dyn Reader,
+        ops: &mut Ops,
     ) -> Result<Response> {
+        // Writes of a one-phase commit (and of non-transactional batches) are committed values.
+        let txn = header.txn.as_ref().filter(|_| !header.one_phase);
+        let may_bump = !header.one_phase || header.can_bump || header.txn.is_none();
+        let latest = ReadOptions::at(Timestamp::MAX);
+        // The sender's clock: when a record was last heard of (the same on every replica).
+        let now = header.now.map(Timestamp::from).unwrap_or(ts).max(ts);
         let mut resp = Response::default();
+        let write = |key: &[u8], value: Option<&[u8]>, ops: &mut Ops| -> Result<Timestamp> {
+            Ok(mvcc_write(reader, ops, key, value, ts, txn, may_bump)?)
+        };
         match req.kind {
             Some(request::Kind::Put(p)) => {
                 self.check_key(&p.key)?;
-                self.approx_bytes += ctx.write(&p.key, ts, Some(&p.value))?;
+                resp.timestamp = Some(write(&p.key, Some(&p.value), ops)?.into());
             }
             Some(request::Kind::Delete(d)) => {
                 self.check_key(&d.key)?;
-                ctx.write(&d.key, ts, None)?;
+                resp.timestamp = Some(write(&d.key, None, ops)?.into());
             }
             Some(request::Kind::Cput(c)) => {
                 self.check_key(&c.key)?;
-                let cur = ctx.read(&c.key)?;
+                let cur = mvcc_get_with(reader, &c.key, &latest)?;
                 let holds = match &cur {
                     None => c.expected_absent,
                     Some(v) => !c.expected_absent && *v == c.expected,
                 };
                 if holds {
-                    self.approx_bytes += ctx.write(&c.key, ts, Some(&c.value))?;
+                    resp.timestamp = Some(write(&c.key, Some(&c.value), ops)?.into());
                 } else {
                     resp.value = cur;
                 }
@@ -682,24 +711,24 @@ impl Replica {
             }
             Some(request::Kind::Increment(i)) => {
                 self.check_key(&i.key)?;
-                let cur = match ctx.read(&i.key)? {
+                let cur = match mvcc_get_with(reader, &i.key, &latest)? {
                     None => 0,
                     Some(v) => i64::from_be_bytes(v.as_slice().try_into().map_err(|_| {
                         Error::InvalidRequest(format!("{} is not an integer", keys::pretty(&i.key)))
                     })?),
                 };
                 let new = cur.wrapping_add(i.delta);
-                self.approx_bytes += ctx.write(&i.key, ts, Some(&new.to_be_bytes()))?;
+                resp.timestamp = Some(write(&i.key, Some(&new.to_be_bytes()), ops)?.into());
                 resp.integer = new;
             }
             Some(request::Kind::Get(g)) => {
                 self.check_key(&g.key)?;
-                resp.value = ctx.read(&g.key)?;
+                resp.value = mvcc_get_with(reader, &g.key, &latest)?;
             }
             Some(request::Kind::PutDescriptor(desc)) => {
                 let key = keys::meta_key(&desc.end_key);
                 self.check_key(&key)?;
-                let write = match ctx.read(&key)? {
+                let write_it = match mvcc_get_with(reader, &key, &latest)? {
                     None => true,
                     Some(b) => {
                         let cur = RangeDescriptor::decode(b.as_slice())?;
@@ -707,19 +736,161 @@ impl Replica {
                             || (cur.range_id == desc.range_id && cur.generation <= desc.generation)
                     }
                 };
-                if write {
-                    self.approx_bytes += ctx.write(&key, ts, Some(&desc.encode_to_vec()))?;
+                if write_it {
+                    write(&key, Some(&desc.encode_to_vec()), ops)?;
                 }
-                resp.succeeded = write;
+                resp.succeeded = write_it;
             }
-            Some(request::Kind::Scan(_)) => {
+            Some(request::Kind::BeginTxn(b)) => {
+                let meta = b.txn.unwrap_or_default();
+                self.check_key(&meta.anchor)?;
+                let record = match read_record(reader, &meta.anchor, &meta.id)? {
+                    Some(r) if r.status == TxnStatus::Aborted as i32 => {
+                        return Err(Error::TxnAborted(
+                            "aborted by a conflicting transaction".into(),
+                        ))
+                    }
+                    Some(mut r) => {
+                        r.heartbeat = Some(now.into());
+                        r
+                    }
+                    None => TxnRecord {
+                        meta: Some(meta),
+                        status: TxnStatus::Pending as i32,
+                        heartbeat: Some(now.into()),
+                        intents: Vec::new(),
+                    },
+                };
+                write_record(ops, &record);
+                resp.record = Some(record);
+            }
+            Some(request::Kind::HeartbeatTxn(h)) => {
+                let meta = h.txn.unwrap_or_default();
+                self.check_key(&meta.anchor)?;
+                let mut record =
+                    read_record(reader, &meta.anchor, &meta.id)?.unwrap_or(TxnRecord {
+                        meta: Some(meta),
+                        status: TxnStatus::Pending as i32,
+                        ..Default::default()
+                    });
+                if record.status == TxnStatus::Pending as i32 {
+                    record.heartbeat = Some(now.into());
+                    record.intents = h.intents;
+                    write_record(ops, &record);
+                }
+                resp.record = Some(record);
+            }
+            Some(request::Kind::EndTxn(e)) => {
+                let meta = e.txn.unwrap_or_default();
+                resp.record =
+                    Some(self.end_txn(reader, ops, meta, e.commit, e.intents, ts, header)?);
+            }
+            Some(request::Kind::PushTxn(p)) => {
+                let (kind, force) = (p.kind(), p.force);
+                let pushee = p.pushee.unwrap_or_default();
+                self.check_key(&pushee.anchor)?;
+                let push_to = p.push_to.map(Timestamp::from).unwrap_or_default();
+                let (record, succeeded) = push_txn(reader, ops, pushee, push_to, kind, force, now)?;
+                resp.record = Some(record);
+                resp.succeeded = succeeded;
+            }
+            Some(request::Kind::ResolveIntent(r)) => {
+                self.check_key(&r.key)?;
+                let at = r.commit_ts.map(Timestamp::from).unwrap_or_default();
+                resp.succeeded = mvcc_resolve(reader, ops, &r.key, &r.txn_id, r.status(), at)?;
+            }
+            Some(request::Kind::Gc(g)) => {
+                let threshold = g.threshold.map(Timestamp::from).unwrap_or_default();
+                for k in g.keys {
+                    self.check_key(&k.key)?;
+                    let upto = k
+                        .timestamp
+                        .map(Timestamp::from)
+                        .unwrap_or_default()
+                        .min(threshold);
+                    mvcc_gc_key(reader, ops, &k.key, upto)?;
+                }
+            }
+            Some(request::Kind::Scan(_)) | Some(request::Kind::Refresh(_)) => {
                 return Err(Error::InvalidRequest(
-                    "a scan cannot share a batch with writes".into(),
+                    "a scan or refresh cannot share a batch with writes".into(),
                 ))
             }
             None => return Err(Error::InvalidRequest("empty request".into())),
         }
         Ok(resp)
+    }
+
+    /// Commits or aborts a transaction: finalizes its record (a one-phase commit has none) and
+    /// resolves the intents that live in this range.
+    #[allow(clippy::too_many_arguments)]
+    fn end_txn(
+        &self,
+        reader: &dyn Reader,
+        ops: &mut Ops,
+        meta: TxnMeta,
+        commit: bool,
+        intents: Vec<Vec<u8>>,
+        now: Timestamp,
+        header: &BatchHeader,
+    ) -> Result<TxnRecord> {
+        let status = if commit {
+            TxnStatus::Committed
+        } else {
+            TxnStatus::Aborted
+        };
+        if header.one_phase {
+            return Ok(TxnRecord {
+                meta: Some(meta),
+                status: status as i32,
+                ..Default::default()
+            });
+        }
+        self.check_key(&meta.anchor)?;
+        let existing = read_record(reader, &meta.anchor, &meta.id)?;
+        if let Some(r) = &existing {
+            if r.status == TxnStatus::Committed as i32 {
+                if commit {
+                    return Ok(r.clone());
+                }
+                return Err(Error::InvalidRequest(
+                    "transaction already committed".into(),
+                ));
+            }
+            if r.status == TxnStatus::Aborted as i32 {
+                if commit {
+                    return Err(Error::TxnAborted(
+                        "aborted by a conflicting transaction".into(),
+                    ));
+                }
+                return Ok(r.clone());
+            }
+            let pushed = r.meta.as_ref().map(txn_ts).unwrap_or_default();
+            if commit && pushed > txn_ts(&meta) {
+                return Err(Error::TxnPushed { ts: pushed });
+            }
+        }
+        let commit_ts = txn_ts(&meta);
+        let mut remote = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for key in intents {
+            if !seen.insert(key.clone()) {
+                continue;
+            }
+            if self.check_key(&key).is_ok() {
+                mvcc_resolve(reader, ops, &key, &meta.id, status, commit_ts)?;
+            } else {
+                remote.push(key);
+            }
+        }
+        let record = TxnRecord {
+            meta: Some(meta),
+            status: status as i32,
+            heartbeat: Some(now.into()),
+            intents: remote,
+        };
+        write_record(ops, &record);
+        Ok(record)
     }
 
     fn apply_split(
@@ -777,4 +948,45 @@ impl Replica {
         s.term = self.raw.raft.term;
         s.lease_expiry = self.lease_expiry();
     }
+}
+
+/// Evaluates a push of `pushee` at time `now`: returns the record afterwards and whether the
+/// pusher got what it asked for (the pushee finalized, aborted, or moved above `push_to`).
+fn push_txn(
+    reader: &dyn Reader,
+    ops: &mut Ops,
+    pushee: TxnMeta,
+    push_to: Timestamp,
+    kind: PushKind,
+    force: bool,
+    now: Timestamp,
+) -> Result<(TxnRecord, bool)> {
+    let existing = read_record(reader, &pushee.anchor, &pushee.id)?;
+    let mut record = match existing {
+        Some(r) if r.status != TxnStatus::Pending as i32 => return Ok((r, true)),
+        Some(r) => r,
+        // Not written yet (or its writer died before writing it): alive since its start.
+        None => TxnRecord {
+            heartbeat: pushee.start_ts,
+            meta: Some(pushee),
+            status: TxnStatus::Pending as i32,
+            intents: Vec::new(),
+        },
+    };
+    let heartbeat = record.heartbeat.map(Timestamp::from).unwrap_or_default();
+    let expired = heartbeat.add_duration(TXN_EXPIRY) < now;
+    if expired || force {
+        record.status = TxnStatus::Aborted as i32;
+        write_record(ops, &record);
+        return Ok((record, true));
+    }
+    if kind == PushKind::PushTimestamp {
+        let meta = record.meta.get_or_insert_with(TxnMeta::default);
+        if txn_ts(meta) <= push_to {
+            meta.write_ts = Some(push_to.next().into());
+            write_record(ops, &record);
+        }
+        return Ok((record, true));
+    }
+    Ok((record, false))
 }

@@ -299,7 +299,7 @@ impl goldenscript::Runner for SimRunner {
                 };
                 node.store.inner.tx.send(StoreMsg::Propose {
                     range_id: range,
-                    cmd,
+                    cmd: Box::new(cmd),
                     responder: tx,
                 })?;
                 self.sim.stabilize()?;
@@ -342,7 +342,7 @@ impl goldenscript::Runner for SimRunner {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 node.store.inner.tx.send(StoreMsg::Propose {
                     range_id: RangeId(r),
-                    cmd,
+                    cmd: Box::new(cmd),
                     responder: tx,
                 })?;
                 self.sim.stabilize()?;

@@ -22,10 +22,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bini_mvcc::{mvcc_get, mvcc_scan, Hlc, Timestamp};
+use bini_mvcc::{
+    mvcc_changed_between, mvcc_get_with, mvcc_scan_with, txn_ts, Hlc, ReadOptions, Timestamp,
+};
 use bini_proto::{
-    request, RaftCommand, RaftMessage, RangeDescriptor, RangeInfo, ReplicaDescriptor, ReplicaKind,
-    Request, Response, SplitTrigger,
+    request, BatchHeader, RaftCommand, RaftMessage, RangeDescriptor, RangeInfo, ReplicaDescriptor,
+    ReplicaKind, Request, Response, SplitTrigger,
 };
 use bini_storage::{Cf, Engine, WriteBatch};
 use crossbeam_channel::Sender;
@@ -33,6 +35,7 @@ use parking_lot::{Mutex, RwLock};
 use prost::Message as _;
 use raft::eraftpb::ConfChangeV2;
 
+use crate::concurrency::Span;
 use crate::replica::{write_initial_state, Replica, ReplicaShared, Responder};
 use crate::transport::Transport;
 use crate::worker::Worker;
@@ -46,7 +49,7 @@ pub(crate) enum StoreMsg {
     Raft(RaftMessage),
     Propose {
         range_id: RangeId,
-        cmd: RaftCommand,
+        cmd: Box<RaftCommand>,
         responder: Responder,
     },
     ConfChange {
@@ -112,6 +115,8 @@ pub(crate) struct Inner {
     pub(crate) thread: Mutex<Option<JoinHandle<()>>>,
     /// Ranges with a replica change under way (one at a time per range).
     pub(crate) changing: Mutex<std::collections::HashSet<RangeId>>,
+    /// Set while the node's clock is too far from the cluster's: why it refuses to serve.
+    pub(crate) clock_unhealthy: Mutex<Option<String>>,
 }
 
 /// A store: the replicas of one data directory and the thread that drives them.
@@ -212,6 +217,7 @@ impl Store {
             events: Mutex::new(None),
             thread: Mutex::new(None),
             changing: Mutex::new(std::collections::HashSet::new()),
+            clock_unhealthy: Mutex::new(None),
         });
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let mut replicas = HashMap::new();
@@ -352,36 +358,155 @@ impl Store {
     }
 
     /// Executes a batch addressed to one range: reads on the lease, writes through Raft.
+    ///
+    /// Writes get their timestamp here, on the leaseholder: the transaction's (or the clock's,
+    /// without one), moved above every foreign read of their keys in the timestamp cache. They
+    /// hold latches on their keys until applied, so reads never read around them.
     pub async fn execute(
         &self,
         range_id: RangeId,
+        header: BatchHeader,
         requests: Vec<Request>,
     ) -> Result<Vec<Response>> {
-        let read_only = requests.iter().all(|r| {
-            matches!(
-                r.kind,
-                Some(request::Kind::Get(_)) | Some(request::Kind::Scan(_))
-            )
-        });
         if requests.is_empty() {
             return Ok(Vec::new());
         }
-        if !read_only {
-            let cmd = RaftCommand {
-                requests,
-                ..Default::default()
+        if let Some(reason) = self.inner.clock_unhealthy.lock().clone() {
+            return Err(Error::ClockOffset(reason));
+        }
+        if let Some(now) = header.now {
+            self.inner.clock.update(now.into())?;
+        }
+        let read_only = requests.iter().all(|r| {
+            matches!(
+                r.kind,
+                Some(request::Kind::Get(_))
+                    | Some(request::Kind::Scan(_))
+                    | Some(request::Kind::Refresh(_))
+            )
+        });
+        if read_only {
+            self.read(range_id, header, requests).await
+        } else {
+            self.write(range_id, header, requests).await
+        }
+    }
+
+    /// The timestamp-cache low-water mark of a lease starting now.
+    fn new_lease_low_water(&self) -> Timestamp {
+        let clock = &self.inner.clock;
+        clock.now().add_duration(clock.max_offset())
+    }
+
+    async fn write(
+        &self,
+        range_id: RangeId,
+        header: BatchHeader,
+        requests: Vec<Request>,
+    ) -> Result<Vec<Response>> {
+        let shared = self.shared(range_id)?;
+        let keys: Vec<Vec<u8>> = requests.iter().filter_map(write_key).collect();
+        let txn_id = header
+            .txn
+            .as_ref()
+            .map(|t| t.id.clone())
+            .unwrap_or_default();
+        let mut ts = header.txn.as_ref().map(txn_ts).unwrap_or_default();
+        if ts.is_zero() {
+            ts = self.inner.clock.now();
+        }
+        let latch = if keys.is_empty() {
+            None
+        } else {
+            let term = shared.state.read().term;
+            let mut c = shared.concurrency.lock();
+            c.ensure_term(term, || self.new_lease_low_water());
+            let max = c.max_read(&keys, &txn_id);
+            if max >= ts {
+                if header.one_phase && !header.can_bump && header.txn.is_some() {
+                    return Err(Error::TxnPushed { ts: max.next() });
+                }
+                ts = max.next();
+            }
+            Some(c.begin_write(keys, ts))
+        };
+        let cmd = RaftCommand {
+            timestamp: Some(ts.into()),
+            requests,
+            header: Some(header),
+            ..Default::default()
+        };
+        let res = self.propose(range_id, cmd).await;
+        if let Some(id) = latch {
+            shared.concurrency.lock().finish(id);
+        }
+        res
+    }
+
+    async fn read(
+        &self,
+        range_id: RangeId,
+        header: BatchHeader,
+        requests: Vec<Request>,
+    ) -> Result<Vec<Response>> {
+        let clock = &self.inner.clock;
+        let mut ts = header.timestamp.map(Timestamp::from).unwrap_or_default();
+        if ts.is_zero() {
+            ts = clock.now();
+        }
+        let threshold = Timestamp::new(
+            clock
+                .physical_now()
+                .saturating_sub(self.inner.config.gc_ttl.as_nanos() as u64),
+            0,
+        );
+        if ts < threshold {
+            return Err(Error::BelowGcThreshold { ts, threshold });
+        }
+        let limit = header
+            .uncertainty_limit
+            .map(Timestamp::from)
+            .unwrap_or_default()
+            .max(ts);
+        let txn_id = header
+            .txn
+            .as_ref()
+            .map(|t| t.id.clone())
+            .unwrap_or_default();
+        let spans: Vec<Span> = requests.iter().filter_map(read_span).collect();
+        let shared = self.shared(range_id)?;
+        let deadline = Instant::now() + PROPOSAL_TIMEOUT;
+        loop {
+            let done = {
+                let term = shared.state.read().term;
+                let mut c = shared.concurrency.lock();
+                c.ensure_term(term, || self.new_lease_low_water());
+                if !c.must_wait(&spans, limit) {
+                    c.record_read(&spans, ts, &txn_id);
+                    break;
+                }
+                c.done.clone()
             };
-            return self.propose(range_id, cmd).await;
+            // A write in flight overlaps: wait for it to apply (or fail), then look again.
+            let woken = done.notified();
+            if Instant::now() > deadline {
+                return Err(Error::Timeout(format!(
+                    "read on range {range_id} waiting for a write"
+                )));
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(20), woken).await;
         }
         let requests = Arc::new(requests);
+        let header = Arc::new(header);
         for _ in 0..3 {
-            let shared = self.shared(range_id)?;
+            let shared = shared.clone();
             let engine = self.inner.engine.clone();
             let node = self.inner.node_id;
             let started = self.inner.started;
-            let reqs = requests.clone();
+            let (reqs, hdr) = (requests.clone(), header.clone());
+            let opts = (ts, limit);
             let res = tokio::task::spawn_blocking(move || {
-                lease_read(&shared, engine.as_ref(), node, started, &reqs)
+                lease_read(&shared, engine.as_ref(), node, started, &reqs, &hdr, opts)
             })
             .await
             .map_err(|e| Error::InvalidRequest(format!("read task: {e}")))?;
@@ -404,6 +529,51 @@ impl Store {
         })
     }
 
+    /// Counts the write intents stored on this node (tests and debugging; scans every key).
+    pub fn count_intents(&self) -> Result<usize> {
+        let engine = self.inner.engine.clone();
+        let lower = bini_mvcc::encode_key(keys::META_START);
+        let mut it = engine.iter(Cf::Data, &lower, &[]);
+        it.seek_to_first();
+        let mut n = 0;
+        while it.valid()? {
+            if let Ok((_, bini_mvcc::Slot::Meta, _)) = bini_mvcc::decode_key(it.key()) {
+                n += 1;
+            }
+            it.next();
+        }
+        Ok(n)
+    }
+
+    /// How many committed versions of `key` this node stores (tests and debugging).
+    pub fn count_versions(&self, key: &[u8]) -> Result<usize> {
+        let prefix = bini_mvcc::encode_key(key);
+        let mut upper = prefix.clone();
+        upper.pop();
+        upper.push(0x02);
+        let mut it = self.inner.engine.iter(Cf::Data, &prefix, &upper);
+        it.seek_to_first();
+        let mut n = 0;
+        while it.valid()? {
+            if let Ok((_, bini_mvcc::Slot::Version(_), _)) = bini_mvcc::decode_key(it.key()) {
+                n += 1;
+            }
+            it.next();
+        }
+        Ok(n)
+    }
+
+    /// Marks the node's clock as too far from the cluster's (`Some(reason)`): the store then
+    /// refuses every request with that reason. `None` clears it.
+    pub fn set_clock_unhealthy(&self, reason: Option<String>) {
+        *self.inner.clock_unhealthy.lock() = reason;
+    }
+
+    /// Why the store refuses to serve because of its clock, if it does.
+    pub fn clock_unhealthy(&self) -> Option<String> {
+        self.inner.clock_unhealthy.lock().clone()
+    }
+
     /// Proposes a command to a range led here and waits for it to apply.
     pub(crate) async fn propose(
         &self,
@@ -413,7 +583,7 @@ impl Store {
         self.ask(
             |responder| StoreMsg::Propose {
                 range_id,
-                cmd,
+                cmd: Box::new(cmd),
                 responder,
             },
             PROPOSAL_TIMEOUT,
@@ -533,6 +703,8 @@ fn lease_read(
     node: NodeId,
     started: Instant,
     requests: &[Request],
+    header: &BatchHeader,
+    (ts, limit): (Timestamp, Timestamp),
 ) -> std::result::Result<Vec<Response>, LeaseReadError> {
     let st = shared.state.read();
     let range = shared.range_id;
@@ -558,6 +730,12 @@ fn lease_read(
             {
                 return Err(out_of_range(&s.start_key));
             }
+            Some(request::Kind::Refresh(s))
+                if !st.contains(&s.start_key)
+                    || s.end_key.as_slice() > st.desc.end_key.as_slice() =>
+            {
+                return Err(out_of_range(&s.start_key));
+            }
             _ => {}
         }
     }
@@ -575,13 +753,21 @@ fn lease_read(
     shared
         .last_read_ms
         .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    let opts = ReadOptions {
+        ts,
+        uncertainty_limit: limit,
+        txn: header.txn.as_ref(),
+    };
+    let other = |e: bini_mvcc::Error| LeaseReadError::Other(e.into());
     let mut out = Vec::with_capacity(requests.len());
     for r in requests {
-        let mut resp = Response::default();
+        let mut resp = Response {
+            timestamp: Some(ts.into()),
+            ..Default::default()
+        };
         match &r.kind {
             Some(request::Kind::Get(g)) => {
-                resp.value = mvcc_get(engine, &g.key, Timestamp::MAX)
-                    .map_err(|e| LeaseReadError::Other(e.into()))?;
+                resp.value = mvcc_get_with(engine, &g.key, &opts).map_err(other)?;
             }
             Some(request::Kind::Scan(s)) => {
                 let limit = if s.limit == 0 {
@@ -589,14 +775,14 @@ fn lease_read(
                 } else {
                     s.limit as usize
                 };
-                let rows = mvcc_scan(
+                let rows = mvcc_scan_with(
                     engine,
                     &s.start_key,
                     &s.end_key,
-                    Timestamp::MAX,
+                    &opts,
                     limit.saturating_add(1),
                 )
-                .map_err(|e| LeaseReadError::Other(e.into()))?;
+                .map_err(other)?;
                 let mut rows: Vec<_> = rows
                     .into_iter()
                     .map(|kv| bini_proto::KeyValue {
@@ -610,11 +796,56 @@ fn lease_read(
                 }
                 resp.rows = rows;
             }
+            Some(request::Kind::Refresh(f)) => {
+                let from = f.from.map(Timestamp::from).unwrap_or_default();
+                if let Some((key, at)) = mvcc_changed_between(
+                    engine,
+                    &f.start_key,
+                    &f.end_key,
+                    from,
+                    ts,
+                    header.txn.as_ref(),
+                )
+                .map_err(other)?
+                {
+                    return Err(LeaseReadError::Other(Error::RefreshFailed { key, ts: at }));
+                }
+            }
             _ => {}
         }
         out.push(resp);
     }
     Ok(out)
+}
+
+/// The key a write request writes (for the timestamp cache and latches).
+fn write_key(r: &Request) -> Option<Vec<u8>> {
+    match &r.kind {
+        Some(request::Kind::Put(p)) => Some(p.key.clone()),
+        Some(request::Kind::Delete(d)) => Some(d.key.clone()),
+        Some(request::Kind::Cput(c)) => Some(c.key.clone()),
+        Some(request::Kind::Increment(i)) => Some(i.key.clone()),
+        _ => None,
+    }
+}
+
+/// The key or span a read request reads.
+fn read_span(r: &Request) -> Option<Span> {
+    match &r.kind {
+        Some(request::Kind::Get(g)) => Some(Span {
+            start: g.key.clone(),
+            end: Vec::new(),
+        }),
+        Some(request::Kind::Scan(s)) => Some(Span {
+            start: s.start_key.clone(),
+            end: s.end_key.clone(),
+        }),
+        Some(request::Kind::Refresh(f)) => Some(Span {
+            start: f.start_key.clone(),
+            end: f.end_key.clone(),
+        }),
+        _ => None,
+    }
 }
 
 /// The key a request addresses, if it addresses one.
@@ -626,6 +857,13 @@ pub(crate) fn request_key(r: &Request) -> Option<&[u8]> {
         Some(request::Kind::Scan(s)) => Some(&s.start_key),
         Some(request::Kind::Cput(c)) => Some(&c.key),
         Some(request::Kind::Increment(i)) => Some(&i.key),
+        Some(request::Kind::BeginTxn(b)) => b.txn.as_ref().map(|t| t.anchor.as_slice()),
+        Some(request::Kind::HeartbeatTxn(h)) => h.txn.as_ref().map(|t| t.anchor.as_slice()),
+        Some(request::Kind::EndTxn(e)) => e.txn.as_ref().map(|t| t.anchor.as_slice()),
+        Some(request::Kind::PushTxn(p)) => p.pushee.as_ref().map(|t| t.anchor.as_slice()),
+        Some(request::Kind::ResolveIntent(r)) => Some(&r.key),
+        Some(request::Kind::Refresh(r)) => Some(&r.start_key),
+        Some(request::Kind::Gc(g)) => g.keys.first().map(|k| k.key.as_slice()),
         Some(request::Kind::PutDescriptor(_)) => None,
         None => None,
     }

@@ -519,7 +519,7 @@ impl Worker {
         let mut ctx = ApplyContext {
             engine: engine.as_ref(),
             batch: WriteBatch::new(),
-            overlay: HashMap::new(),
+            overlay: crate::overlay::Pending::new(),
             responses: Vec::new(),
         };
         let mut effects: Vec<(RangeId, Effect)> = Vec::new();

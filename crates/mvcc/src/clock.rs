@@ -56,6 +56,36 @@ impl Timestamp {
         }
     }
 
+    /// The largest timestamp smaller than this one (`ZERO` stays `ZERO`).
+    pub fn prev(self) -> Self {
+        if self.logical > 0 {
+            Self {
+                wall: self.wall,
+                logical: self.logical - 1,
+            }
+        } else if self.wall > 0 {
+            Self {
+                wall: self.wall - 1,
+                logical: u32::MAX,
+            }
+        } else {
+            self
+        }
+    }
+
+    /// This timestamp plus a duration of wall time.
+    pub fn add_duration(self, d: Duration) -> Self {
+        Self {
+            wall: self.wall.saturating_add(d.as_nanos() as u64),
+            logical: self.logical,
+        }
+    }
+
+    /// Whether this is the zero timestamp.
+    pub fn is_zero(self) -> bool {
+        self == Self::ZERO
+    }
+
     /// Encodes as 12 big-endian bytes (order-preserving).
     pub fn to_bytes(self) -> [u8; 12] {
         let mut b = [0u8; 12];
@@ -81,6 +111,21 @@ impl fmt::Display for Timestamp {
             self.wall % 1_000_000_000,
             self.logical
         )
+    }
+}
+
+impl From<bini_proto::Timestamp> for Timestamp {
+    fn from(t: bini_proto::Timestamp) -> Self {
+        Self::new(t.wall, t.logical)
+    }
+}
+
+impl From<Timestamp> for bini_proto::Timestamp {
+    fn from(t: Timestamp) -> Self {
+        Self {
+            wall: t.wall,
+            logical: t.logical,
+        }
     }
 }
 
@@ -135,6 +180,35 @@ impl PhysicalClock for ManualClock {
     }
 }
 
+/// The system clock shifted by an adjustable offset: a node whose clock runs fast or slow,
+/// for clock-skew tests.
+#[derive(Debug, Default)]
+pub struct SkewedClock {
+    offset_nanos: std::sync::atomic::AtomicI64,
+}
+
+impl SkewedClock {
+    /// A clock `offset_nanos` ahead of the system clock (behind when negative).
+    pub fn new(offset_nanos: i64) -> Self {
+        Self {
+            offset_nanos: std::sync::atomic::AtomicI64::new(offset_nanos),
+        }
+    }
+
+    /// Changes the offset.
+    pub fn set_offset(&self, offset_nanos: i64) {
+        self.offset_nanos.store(offset_nanos, Ordering::SeqCst);
+    }
+}
+
+impl PhysicalClock for SkewedClock {
+    fn now_nanos(&self) -> u64 {
+        let base = SystemClock.now_nanos() as i64;
+        base.saturating_add(self.offset_nanos.load(Ordering::SeqCst))
+            .max(0) as u64
+    }
+}
+
 /// A hybrid logical clock over a physical source.
 pub struct Hlc {
     physical: Arc<dyn PhysicalClock>,
@@ -160,6 +234,11 @@ impl Hlc {
     /// The configured maximum offset between nodes.
     pub fn max_offset(&self) -> Duration {
         self.max_offset
+    }
+
+    /// The physical clock's reading, in nanoseconds since the Unix epoch.
+    pub fn physical_now(&self) -> u64 {
+        self.physical.now_nanos()
     }
 
     /// A timestamp greater than every one this clock returned or was updated with before.

@@ -5,7 +5,19 @@ use crate::{Error, Result, Timestamp};
 const ESCAPE: u8 = 0x00;
 const ESCAPED_ZERO: u8 = 0xff;
 const TERMINATOR: u8 = 0x01;
+const RECORD_MARK: u8 = 0x02;
 const TIMESTAMP_LEN: usize = 12;
+
+/// What an engine key under a user key holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slot {
+    /// The metadata slot: a write intent, if any.
+    Meta,
+    /// A committed version at this timestamp.
+    Version(Timestamp),
+    /// A transaction record anchored at this key.
+    Record,
+}
 
 /// Encodes a user key as the prefix shared by its metadata slot and all its versions.
 pub fn encode_key(key: &[u8]) -> Vec<u8> {
@@ -29,10 +41,21 @@ pub fn encode_version(key: &[u8], ts: Timestamp) -> Vec<u8> {
     out
 }
 
-/// Decodes an engine key into the user key and, for a version, its timestamp (`None` for the
-/// metadata slot). Returns the length of the encoded user-key prefix too, so a scan can seek
-/// past all versions of a key.
-pub fn decode_key(encoded: &[u8]) -> Result<(Vec<u8>, Option<Timestamp>, usize)> {
+/// Encodes the engine key of the record of transaction `id` anchored at `anchor`. It sorts after
+/// every version of `anchor` and before any greater user key, so it lives (and splits, and is
+/// snapshotted) with the range holding `anchor`, and scans skip it.
+pub fn encode_record_key(anchor: &[u8], id: &[u8]) -> Vec<u8> {
+    let mut out = encode_key(anchor);
+    out.pop();
+    out.push(RECORD_MARK);
+    out.extend_from_slice(id);
+    out
+}
+
+/// Decodes an engine key into the user key and what its slot holds. Returns the length of the
+/// encoded user-key prefix too (the metadata slot's key), so a scan can seek past all versions
+/// of a key.
+pub fn decode_key(encoded: &[u8]) -> Result<(Vec<u8>, Slot, usize)> {
     let mut key = Vec::with_capacity(encoded.len());
     let mut i = 0;
     while i < encoded.len() {
@@ -51,15 +74,20 @@ pub fn decode_key(encoded: &[u8]) -> Result<(Vec<u8>, Option<Timestamp>, usize)>
                 let prefix = i + 2;
                 let rest = &encoded[prefix..];
                 return match rest.len() {
-                    0 => Ok((key, None, prefix)),
+                    0 => Ok((key, Slot::Meta, prefix)),
                     TIMESTAMP_LEN => {
                         let inv = Timestamp::from_bytes(rest)
                             .ok_or_else(|| Error::Corrupt("short timestamp".into()))?;
-                        Ok((key, Some(Timestamp::new(!inv.wall, !inv.logical)), prefix))
+                        Ok((
+                            key,
+                            Slot::Version(Timestamp::new(!inv.wall, !inv.logical)),
+                            prefix,
+                        ))
                     }
                     n => Err(Error::Corrupt(format!("version suffix of {n} bytes"))),
                 };
             }
+            Some(&RECORD_MARK) => return Ok((key, Slot::Record, i + 2)),
             _ => return Err(Error::Corrupt("bad escape in key".into())),
         }
     }
@@ -158,12 +186,23 @@ mod tests {
     fn decode_round_trips_and_rejects_garbage() {
         let ts = Timestamp::new(42, 7);
         let (k, t, _) = decode_key(&encode_version(b"a\x00b", ts)).expect("decode");
-        assert_eq!((k.as_slice(), t), (&b"a\x00b"[..], Some(ts)));
+        assert_eq!((k.as_slice(), t), (&b"a\x00b"[..], Slot::Version(ts)));
         let (k, t, _) = decode_key(&encode_key(b"meta")).expect("decode");
-        assert_eq!((k.as_slice(), t), (&b"meta"[..], None));
+        assert_eq!((k.as_slice(), t), (&b"meta"[..], Slot::Meta));
+        let (k, t, _) = decode_key(&encode_record_key(b"a", b"id")).expect("decode");
+        assert_eq!((k.as_slice(), t), (&b"a"[..], Slot::Record));
         assert!(decode_key(b"no terminator").is_err());
         assert!(decode_key(b"a\x00\x07").is_err());
         assert!(decode_key(b"a\x00\x01abc").is_err());
+    }
+
+    #[test]
+    fn records_sort_after_their_anchor_and_before_the_next_key() {
+        let rec = encode_record_key(b"a", &[0xff; 16]);
+        assert!(encode_version(b"a", Timestamp::ZERO) < rec);
+        for next in [&b"a\x00"[..], b"a\x01", b"b"] {
+            assert!(rec < encode_key(next));
+        }
     }
 
     #[test]

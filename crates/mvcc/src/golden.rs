@@ -1,15 +1,27 @@
 //! Golden-script tests of MVCC reads and writes (`testscripts/`; regenerate expected output
-//! with `UPDATE_GOLDENFILES=1 cargo test -p bini-mvcc` and review the diff).
+//! with `UPDATE_GOLDENFILES=1 cargo test --workspace --lib golden` and review the diff).
 //!
-//! Commands: `put KEY WALL VALUE`, `del KEY WALL`, `get KEY WALL`, `scan START END WALL`
-//! (an empty END is unbounded), `dump` (every engine entry, decoded).
+//! Commands:
+//! - `put KEY WALL VALUE [txn=T]`, `del KEY WALL [txn=T]`: a committed write, or an intent of
+//!   transaction `T` (a one-letter name; its anchor is the key). Output: the timestamp written.
+//! - `get KEY WALL [txn=T] [limit=WALL]`, `scan START END WALL [txn=T] [limit=WALL]`: reads at
+//!   WALL, as transaction T, with an uncertainty limit (an empty END is unbounded).
+//! - `resolve KEY T commit|abort|push WALL`.
+//! - `changed START END FROM TO [txn=T]`: the first change a refresh would find.
+//! - `gc START END WALL`: removes what no read at or above WALL can see.
+//! - `dump`: every engine entry, decoded.
 
 use std::error::Error;
 use std::fmt::Write as _;
 
+use bini_proto::{StoredIntent, TxnMeta, TxnStatus};
 use bini_storage::{Cf, Engine, MemEngine, Reader, WriteBatch};
+use prost::Message as _;
 
-use crate::{decode_key, mvcc_delete, mvcc_get, mvcc_put, mvcc_scan, Timestamp, Value};
+use crate::{
+    decode_key, mvcc_changed_between, mvcc_gc_candidates, mvcc_gc_key, mvcc_resolve,
+    mvcc_scan_with, mvcc_write, ReadOptions, Slot, Timestamp, Value,
+};
 
 struct MvccRunner {
     engine: MemEngine,
@@ -17,6 +29,49 @@ struct MvccRunner {
 
 fn ts(s: &str) -> Result<Timestamp, Box<dyn Error>> {
     Ok(Timestamp::new(s.parse()?, 0))
+}
+
+fn txn(name: &str, key: &[u8], at: Timestamp) -> TxnMeta {
+    TxnMeta {
+        id: name.as_bytes().to_vec(),
+        anchor: key.to_vec(),
+        write_ts: Some(at.into()),
+        ..Default::default()
+    }
+}
+
+/// A timestamp as `wall` or `wall.logical`.
+fn at(t: Timestamp) -> String {
+    if t.logical == 0 {
+        t.wall.to_string()
+    } else {
+        format!("{}.{}", t.wall, t.logical)
+    }
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn show(e: crate::Error) -> String {
+    match e {
+        crate::Error::WriteIntent { key, txn } => format!(
+            "error: intent of {} on {}",
+            lossy(&txn.id),
+            String::from_utf8_lossy(&key)
+        ),
+        crate::Error::ReadUncertain { key, ts, .. } => {
+            format!("error: uncertain: {} at {}", lossy(&key), at(ts))
+        }
+        crate::Error::WriteTooOld { key, ts } => {
+            format!(
+                "error: write too old: {} (retry at {})",
+                lossy(&key),
+                at(ts)
+            )
+        }
+        e => format!("error: {e}"),
+    }
 }
 
 impl goldenscript::Runner for MvccRunner {
@@ -28,56 +83,152 @@ impl goldenscript::Runner for MvccRunner {
         _: &goldenscript::Context,
     ) -> Result<String, Box<dyn Error>> {
         let mut args = command.consume_args();
-        let mut pos = || args.next_pos().ok_or("missing argument");
+        let txn_name = args.take_key("txn").map(str::to_string);
+        let limit = args.take_key("limit").map(str::parse::<u64>).transpose()?;
+        let mut pos = || {
+            args.next_pos()
+                .map(str::to_string)
+                .ok_or("missing argument")
+        };
         let mut out = String::new();
         match command.name.as_str() {
-            "put" => {
-                let (k, t, v) = (pos()?, ts(pos()?)?, pos()?);
+            "put" | "del" => {
+                let k = pos()?;
+                let t = ts(&pos()?)?;
+                let v = if command.name == "put" {
+                    Some(pos()?)
+                } else {
+                    None
+                };
+                let meta = txn_name.map(|n| txn(&n, k.as_bytes(), t));
                 let mut b = WriteBatch::new();
-                mvcc_put(&mut b, k.as_bytes(), t, v.as_bytes());
-                self.engine.write(&b, false)?;
-            }
-            "del" => {
-                let (k, t) = (pos()?, ts(pos()?)?);
-                let mut b = WriteBatch::new();
-                mvcc_delete(&mut b, k.as_bytes(), t);
-                self.engine.write(&b, false)?;
-            }
-            "get" => {
-                let (k, t) = (pos()?, ts(pos()?)?);
-                match mvcc_get(&self.engine, k.as_bytes(), t)? {
-                    Some(v) => writeln!(out, "{k} → {}", String::from_utf8_lossy(&v))?,
-                    None => writeln!(out, "{k} → None")?,
+                let res = mvcc_write(
+                    &self.engine,
+                    &mut b,
+                    k.as_bytes(),
+                    v.as_deref().map(str::as_bytes),
+                    t,
+                    meta.as_ref(),
+                    true,
+                );
+                match res {
+                    Ok(t) => {
+                        self.engine.write(&b, false)?;
+                        writeln!(out, "written at {}", at(t))?;
+                    }
+                    Err(e) => writeln!(out, "{}", show(e))?,
                 }
             }
-            "scan" => {
-                let (start, end, t) = (pos()?, pos()?, ts(pos()?)?);
-                for kv in mvcc_scan(
+            "get" | "scan" => {
+                let start = pos()?;
+                let mut end = if command.name == "scan" {
+                    pos()?
+                } else {
+                    String::new()
+                };
+                if command.name == "get" {
+                    end = format!("{start}\0");
+                }
+                let t = ts(&pos()?)?;
+                let meta = txn_name.map(|n| txn(&n, b"", t));
+                let opts = ReadOptions {
+                    ts: t,
+                    uncertainty_limit: limit.map(|l| Timestamp::new(l, 0)).unwrap_or(t),
+                    txn: meta.as_ref(),
+                };
+                match mvcc_scan_with(
                     &self.engine,
                     start.as_bytes(),
                     end.as_bytes(),
-                    t,
+                    &opts,
                     usize::MAX,
-                )? {
-                    writeln!(
-                        out,
-                        "{} → {}",
-                        String::from_utf8_lossy(&kv.key),
-                        String::from_utf8_lossy(&kv.value)
-                    )?;
+                ) {
+                    Ok(rows) if rows.is_empty() => writeln!(out, "(none)")?,
+                    Ok(rows) => {
+                        for kv in rows {
+                            writeln!(out, "{} → {}", lossy(&kv.key), lossy(&kv.value))?;
+                        }
+                    }
+                    Err(e) => writeln!(out, "{}", show(e))?,
                 }
+            }
+            "resolve" => {
+                let (k, t, how, when) = (pos()?, pos()?, pos()?, ts(&pos()?)?);
+                let status = match how.as_str() {
+                    "commit" => TxnStatus::Committed,
+                    "abort" => TxnStatus::Aborted,
+                    "push" => TxnStatus::Pending,
+                    other => return Err(format!("unknown resolution {other}").into()),
+                };
+                let mut b = WriteBatch::new();
+                let done = mvcc_resolve(
+                    &self.engine,
+                    &mut b,
+                    k.as_bytes(),
+                    t.as_bytes(),
+                    status,
+                    when,
+                )?;
+                self.engine.write(&b, false)?;
+                writeln!(out, "resolved: {done}")?;
+            }
+            "changed" => {
+                let (start, end) = (pos()?, pos()?);
+                let (from, to) = (ts(&pos()?)?, ts(&pos()?)?);
+                let meta = txn_name.map(|n| txn(&n, b"", to));
+                match mvcc_changed_between(
+                    &self.engine,
+                    start.as_bytes(),
+                    end.as_bytes(),
+                    from,
+                    to,
+                    meta.as_ref(),
+                )? {
+                    Some((k, t)) => writeln!(out, "changed: {} at {}", lossy(&k), at(t))?,
+                    None => writeln!(out, "unchanged")?,
+                }
+            }
+            "gc" => {
+                let (start, end, threshold) = (pos()?, pos()?, ts(&pos()?)?);
+                let mut b = WriteBatch::new();
+                for (k, upto) in mvcc_gc_candidates(
+                    &self.engine,
+                    start.as_bytes(),
+                    end.as_bytes(),
+                    threshold,
+                    100,
+                )? {
+                    let n = mvcc_gc_key(&self.engine, &mut b, &k, upto)?;
+                    writeln!(out, "gc {}: {n} versions", lossy(&k))?;
+                }
+                self.engine.write(&b, false)?;
             }
             "dump" => {
                 for (k, v) in self.engine.scan(Cf::Data, b"", b"", usize::MAX)? {
-                    let (key, version, _) = decode_key(&k)?;
-                    let value = match Value::decode(&v)? {
-                        Value::Live(v) => String::from_utf8_lossy(&v).into_owned(),
-                        Value::Tombstone => "<tombstone>".into(),
-                    };
-                    let at = version
-                        .map(|t| t.wall.to_string())
-                        .unwrap_or_else(|| "meta".into());
-                    writeln!(out, "{}@{at} = {value}", String::from_utf8_lossy(&key))?;
+                    let (key, slot, _) = decode_key(&k)?;
+                    let key = lossy(&key);
+                    match slot {
+                        Slot::Version(t) => {
+                            let value = match Value::decode(&v)? {
+                                Value::Live(v) => lossy(&v),
+                                Value::Tombstone => "<tombstone>".into(),
+                            };
+                            writeln!(out, "{key}@{} = {value}", at(t))?;
+                        }
+                        Slot::Meta => {
+                            let i = StoredIntent::decode(v.as_slice())?;
+                            let m = i.txn.unwrap_or_default();
+                            let value = i.value.map(|v| lossy(&v));
+                            writeln!(
+                                out,
+                                "{key} intent of {} at {}: {}",
+                                lossy(&m.id),
+                                at(crate::txn_ts(&m)),
+                                value.as_deref().unwrap_or("<delete>")
+                            )?;
+                        }
+                        Slot::Record => writeln!(out, "{key} record")?,
+                    }
                 }
             }
             name => return Err(format!("unknown command {name}").into()),
@@ -93,5 +244,25 @@ fn versions() -> std::io::Result<()> {
             engine: MemEngine::new(),
         },
         "src/testscripts/versions",
+    )
+}
+
+#[test]
+fn intents() -> std::io::Result<()> {
+    goldenscript::run(
+        &mut MvccRunner {
+            engine: MemEngine::new(),
+        },
+        "src/testscripts/intents",
+    )
+}
+
+#[test]
+fn gc() -> std::io::Result<()> {
+    goldenscript::run(
+        &mut MvccRunner {
+            engine: MemEngine::new(),
+        },
+        "src/testscripts/gc",
     )
 }

@@ -91,6 +91,9 @@ pub(crate) fn spawn(state: Arc<NodeState>, store: Store) {
         state
             .runtime
             .spawn(event_loop(state.clone(), store.clone(), rx)),
+        state
+            .runtime
+            .spawn(clock_offset_loop(state.clone(), store.clone())),
         state.runtime.spawn(queue_loop(state.clone(), store)),
     ];
     state.tasks.lock().extend(tasks);
@@ -281,6 +284,16 @@ async fn split_range(state: &NodeState, store: &Store, range: RangeId) -> bini_k
     else {
         return Ok(());
     };
+    split_range_at(state, store, range, split_key).await
+}
+
+/// Splits a range led here at `split_key`, allocating the right side's id.
+pub(crate) async fn split_range_at(
+    state: &NodeState,
+    store: &Store,
+    range: RangeId,
+    split_key: Vec<u8>,
+) -> bini_kv::Result<()> {
     let inc = Request {
         kind: Some(request::Kind::Increment(bini_proto::IncrementRequest {
             key: keys::RANGE_ID_COUNTER.to_vec(),
@@ -327,6 +340,65 @@ async fn queue_loop(state: Arc<NodeState>, store: Store) {
         if passes.is_multiple_of(10) {
             repair_meta(&state, &store).await;
             collect_removed_replicas(&state, &store).await;
+        }
+        // Garbage collection: about every quarter of the TTL, at least once a minute.
+        let gc_every = (store.config().gc_ttl.as_millis() as u64 / 4 / 500).clamp(1, 120);
+        if passes.is_multiple_of(gc_every) {
+            gc_pass(&state, &store).await;
+        }
+    }
+}
+
+/// Removes MVCC versions older than the GC TTL from the ranges this node leads: each range's
+/// leaseholder finds them and proposes their removal, so every replica removes the same ones.
+async fn gc_pass(state: &NodeState, store: &Store) {
+    let ttl = store.config().gc_ttl;
+    let threshold = bini_mvcc::Timestamp::new(
+        state
+            .clock
+            .physical_now()
+            .saturating_sub(ttl.as_nanos() as u64),
+        0,
+    );
+    for (desc, _, leader) in store.replicas() {
+        if leader != store.node_id().0 {
+            continue;
+        }
+        let engine = store.engine().clone();
+        let d = desc.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            bini_mvcc::mvcc_gc_candidates(
+                engine.as_ref(),
+                &d.start_key,
+                &d.end_key,
+                threshold,
+                1000,
+            )
+        })
+        .await;
+        let Ok(Ok(candidates)) = found else { continue };
+        if candidates.is_empty() {
+            continue;
+        }
+        let n = candidates.len();
+        let req = Request {
+            kind: Some(request::Kind::Gc(bini_proto::GcRequest {
+                threshold: Some(threshold.into()),
+                keys: candidates
+                    .into_iter()
+                    .map(|(key, ts)| bini_proto::GcKey {
+                        key,
+                        timestamp: Some(ts.into()),
+                    })
+                    .collect(),
+            })),
+        };
+        match store
+            .execute(RangeId(desc.range_id), Default::default(), vec![req])
+            .await
+        {
+            Ok(_) => tracing::debug!(range_id = desc.range_id, keys = n, "garbage collected"),
+            Err(e) => tracing::debug!(range_id = desc.range_id, error = %e, "gc failed"),
         }
     }
 }
@@ -472,5 +544,65 @@ async fn collect_removed_replicas(state: &NodeState, store: &Store) {
         {
             store.gc_replica(RangeId(desc.range_id), current.generation);
         }
+    }
+}
+
+/// Measures this node's clock against its peers' every second. If it is further than the
+/// maximum offset from more than half of the peers it reached, the node's clock is the odd one
+/// out: the store refuses to serve (and to take part in Raft) until the clock comes back.
+async fn clock_offset_loop(state: Arc<NodeState>, store: Store) {
+    let max = state.clock.max_offset();
+    if max.is_zero() {
+        return;
+    }
+    loop {
+        if until_shutdown(&state, Duration::from_secs(1)).await {
+            return;
+        }
+        let me = store.node_id().0;
+        let mut reached = 0usize;
+        let mut far: Vec<(u64, i64)> = Vec::new();
+        for n in live_nodes(&state) {
+            if n.node_id == me || n.address.is_empty() {
+                continue;
+            }
+            let Some(mut client) = state.sender.node_client(&n.address) else {
+                continue;
+            };
+            let sent = state.clock.physical_now();
+            let Ok(Ok(resp)) = tokio::time::timeout(
+                Duration::from_millis(500),
+                client.clock(bini_proto::ClockRequest {}),
+            )
+            .await
+            else {
+                continue;
+            };
+            let received = state.clock.physical_now();
+            let rtt = received.saturating_sub(sent);
+            let remote = resp.into_inner().physical_nanos as i128 + (rtt / 2) as i128;
+            let offset = (remote - received as i128) as i64;
+            reached += 1;
+            if offset.unsigned_abs() > max.as_nanos() as u64 {
+                far.push((n.node_id, offset));
+            }
+        }
+        let verdict = (reached > 0 && far.len() * 2 > reached).then(|| {
+            let (node, offset) = far[0];
+            format!(
+                "this node's clock is {} ms {} node {node}'s, beyond the maximum clock offset of \
+                 {} ms; it refuses to serve until its clock is corrected",
+                offset.unsigned_abs() / 1_000_000,
+                if offset > 0 { "behind" } else { "ahead of" },
+                max.as_millis()
+            )
+        });
+        let was = store.clock_unhealthy();
+        match (&was, &verdict) {
+            (None, Some(why)) => tracing::error!(reason = %why, "clock offset too large"),
+            (Some(_), None) => tracing::info!("clock offset back within the maximum"),
+            _ => {}
+        }
+        store.set_clock_unhealthy(verdict);
     }
 }

@@ -20,10 +20,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bini_kv::{DistSender, GrpcTransport, NodeDirectory, NodeId, Store, StoreConfig, Transport};
-use bini_mvcc::Hlc;
+use bini_kv::{
+    DistSender, GrpcTransport, NodeDirectory, NodeId, RangeId, Store, StoreConfig, Transport,
+};
+use bini_mvcc::{Hlc, PhysicalClock, SystemClock};
 use bini_proto::StoreIdent;
 use bini_storage::{Cf, Engine, RocksEngine, RocksOptions, WriteBatch};
+use bini_txn::Db;
 use prost::Message as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -50,6 +53,8 @@ pub struct NodeConfig {
     pub store: StoreConfig,
     /// Drops or delays Raft traffic between nodes (tests).
     pub raft_filter: Option<Arc<dyn RaftFilter>>,
+    /// The physical clock; the system clock when unset (tests inject skew here).
+    pub clock: Option<Arc<dyn PhysicalClock>>,
 }
 
 impl NodeConfig {
@@ -63,6 +68,7 @@ impl NodeConfig {
             join: Vec::new(),
             store: StoreConfig::default(),
             raft_filter: None,
+            clock: None,
         }
     }
 }
@@ -99,6 +105,7 @@ pub(crate) struct NodeState {
     pub clock: Arc<Hlc>,
     pub directory: Arc<NodeDirectory>,
     pub sender: Arc<DistSender>,
+    pub db: Db,
     pub store: OnceLock<Store>,
     pub cluster_id: OnceLock<String>,
     pub advertise: String,
@@ -167,6 +174,7 @@ impl NodeState {
             return Ok(self.store.get().expect("set by the winner").clone());
         }
         self.sender.set_local(store.clone());
+        self.db.set_node_id(node_id);
         background::spawn(self.clone(), store.clone());
         tracing::info!(node_id = node_id.0, address = %self.advertise, "node started");
         Ok(store)
@@ -208,12 +216,19 @@ impl Node {
         let directory = Arc::new(NodeDirectory::new());
         let sender = Arc::new(DistSender::new(directory.clone(), None));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let physical = config
+            .clock
+            .clone()
+            .unwrap_or_else(|| Arc::new(SystemClock) as Arc<dyn PhysicalClock>);
+        let clock = Arc::new(Hlc::new(physical, config.store.max_clock_offset));
+        let db = Db::new(sender.clone(), clock.clone());
         let state = Arc::new(NodeState {
-            clock: Arc::new(Hlc::system(config.store.max_clock_offset)),
+            clock,
             config,
             engine,
             directory,
             sender,
+            db,
             store: OnceLock::new(),
             cluster_id: OnceLock::new(),
             advertise,
@@ -268,6 +283,35 @@ impl Node {
         self.state.sender.clone()
     }
 
+    /// The transaction layer's client on this node.
+    pub fn db(&self) -> Db {
+        self.state.db.clone()
+    }
+
+    /// Splits the range holding `key` at `key`, if this node leads that range (an operator
+    /// and test tool; ranges also split by size on their own).
+    pub async fn split_at(&self, key: &[u8]) -> Result<()> {
+        let store = self.store().ok_or(bini_kv::Error::NotInitialized)?;
+        let Some((desc, _, _)) = store.replicas().into_iter().find(|(d, _, leader)| {
+            key >= d.start_key.as_slice()
+                && key < d.end_key.as_slice()
+                && *leader == store.node_id().0
+        }) else {
+            return Err(bini_kv::Error::NotLeaseholder {
+                range: bini_kv::RangeId(0),
+                leaseholder: None,
+                descriptor: None,
+            }
+            .into());
+        };
+        if desc.start_key.as_slice() == key {
+            return Ok(());
+        }
+        background::split_range_at(&self.state, &store, RangeId(desc.range_id), key.to_vec())
+            .await?;
+        Ok(())
+    }
+
     /// Waits until the store runs, up to `timeout`.
     pub async fn wait_started(&self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -283,6 +327,7 @@ impl Node {
     /// Stops serving and stops the store (a clean shutdown). When this returns, background
     /// work has ended; the engine closes once the last in-flight request lets go of it.
     pub async fn stop(self) {
+        self.state.db.shutdown();
         let _ = self.shutdown.send(true);
         let mut server = self.server;
         if tokio::time::timeout(Duration::from_secs(3), &mut server)
@@ -305,6 +350,7 @@ impl Node {
     /// dropped, proposers are never answered) and nothing is flushed. Writes already in
     /// RocksDB's log survive, as they do a process kill.
     pub async fn kill(self) {
+        self.state.db.shutdown();
         let _ = self.shutdown.send(true);
         self.server.abort();
         for t in self.state.tasks.lock().drain(..) {

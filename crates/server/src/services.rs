@@ -11,11 +11,12 @@ use bini_proto::kv_server::{Kv as KvService, KvServer};
 use bini_proto::node_server::{Node as NodeService, NodeServer};
 use bini_proto::raft_server::{Raft as RaftService, RaftServer};
 use bini_proto::{
-    BatchRequest, BatchResponse, ChangeReplicasRequest, ChangeReplicasResponse, DebugRange,
-    DebugRangesRequest, DebugRangesResponse, Empty, GossipRequest, GossipResponse, InitRequest,
-    InitResponse, JoinRequest, JoinResponse, NodeStatusRequest, NodeStatusResponse,
-    RaftMessageBatch, RangeBatchRequest, RangeBatchResponse, RangeInfoRequest, RangeInfoResponse,
-    SnapshotChunk, SnapshotResponse, TransferLeaseRequest,
+    BatchRequest, BatchResponse, ChangeReplicasRequest, ChangeReplicasResponse, ClockRequest,
+    ClockResponse, DebugRange, DebugRangesRequest, DebugRangesResponse, Empty, GossipRequest,
+    GossipResponse, InitRequest, InitResponse, JoinRequest, JoinResponse, NodeStatusRequest,
+    NodeStatusResponse, RaftMessageBatch, RangeBatchRequest, RangeBatchResponse, RangeInfoRequest,
+    RangeInfoResponse, SnapshotChunk, SnapshotResponse, TransferLeaseRequest, TxnWaitsRequest,
+    TxnWaitsResponse,
 };
 use protobuf::Message as _;
 use tokio::net::TcpListener;
@@ -111,6 +112,11 @@ impl RaftService for Services {
                 }
             }
             self.state.directory.learn_address(from, &batch.from_addr);
+            if store.clock_unhealthy().is_some() {
+                // A node with a bad clock takes no part in Raft, so its leases move to nodes
+                // that can serve.
+                continue;
+            }
             for m in batch.messages {
                 store.deliver(m);
             }
@@ -285,7 +291,14 @@ impl NodeService for Services {
                 }))
             }
         };
-        match store.execute(RangeId(req.range_id), req.requests).await {
+        match store
+            .execute(
+                RangeId(req.range_id),
+                req.header.unwrap_or_default(),
+                req.requests,
+            )
+            .await
+        {
             Ok(responses) => Ok(Response::new(RangeBatchResponse {
                 responses,
                 error: None,
@@ -427,6 +440,25 @@ impl NodeService for Services {
                 .load(std::sync::atomic::Ordering::Relaxed),
         }))
     }
+
+    async fn txn_waits(
+        &self,
+        request: Request<TxnWaitsRequest>,
+    ) -> Result<Response<TxnWaitsResponse>, Status> {
+        let req = request.into_inner();
+        Ok(Response::new(TxnWaitsResponse {
+            waiting_for: self.state.db.waiting_for(&req.txn_id),
+        }))
+    }
+
+    async fn clock(
+        &self,
+        _request: Request<ClockRequest>,
+    ) -> Result<Response<ClockResponse>, Status> {
+        Ok(Response::new(ClockResponse {
+            physical_nanos: self.state.clock.physical_now(),
+        }))
+    }
 }
 
 #[tonic::async_trait]
@@ -437,7 +469,15 @@ impl KvService for Services {
     ) -> Result<Response<BatchResponse>, Status> {
         self.store()?;
         let req = request.into_inner();
-        let responses = self.state.sender.send(req.requests).await.map_err(status)?;
+        let responses = self
+            .state
+            .db
+            .batch(req.requests)
+            .await
+            .map_err(|e| match e {
+                bini_txn::Error::Kv(e) => status(e),
+                e => Status::aborted(e.to_string()),
+            })?;
         Ok(Response::new(BatchResponse { responses }))
     }
 }

@@ -13,8 +13,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bini_kv::{DistSender, NodeId, RangeId, StoreConfig};
+use bini_mvcc::PhysicalClock;
 use bini_proto::RangeDescriptor;
 use bini_server::{NetworkFaults, Node, NodeConfig};
+use bini_txn::Db;
 
 /// A cluster of in-process nodes.
 pub struct TestCluster {
@@ -52,6 +54,16 @@ where
 impl TestCluster {
     /// Starts `n` nodes joined to each other and initialises the cluster through node 0.
     pub async fn start(n: usize, store: StoreConfig) -> TestCluster {
+        Self::start_with_clocks(n, store, vec![None; n]).await
+    }
+
+    /// Like [`start`](Self::start), with node `i` reading physical time from `clocks[i]` (the
+    /// system clock where `None`) — for clock-skew tests.
+    pub async fn start_with_clocks(
+        n: usize,
+        store: StoreConfig,
+        clocks: Vec<Option<Arc<dyn PhysicalClock>>>,
+    ) -> TestCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let faults = Arc::new(NetworkFaults::new());
         let addrs: Vec<String> = (0..n).map(|_| free_addr()).collect();
@@ -61,6 +73,7 @@ impl TestCluster {
                 c.join = addrs.clone();
                 c.store = store.clone();
                 c.raft_filter = Some(faults.clone());
+                c.clock = clocks.get(i).cloned().flatten();
                 c
             })
             .collect();
@@ -114,6 +127,16 @@ impl TestCluster {
         (0..self.nodes.len()).find(|&i| self.nodes[i].as_ref().and_then(Node::node_id) == Some(id))
     }
 
+    /// The transaction client of node `i`.
+    pub fn db(&self, i: usize) -> Db {
+        self.node(i).db()
+    }
+
+    /// Whether node `i` is running.
+    pub fn is_running(&self, i: usize) -> bool {
+        self.nodes[i].is_some()
+    }
+
     /// The router of node `i`.
     pub fn sender(&self, i: usize) -> Arc<DistSender> {
         self.node(i).sender()
@@ -152,14 +175,77 @@ impl TestCluster {
             "every range replicated with a leaseholder",
             || async {
                 let ranges = self.ranges(0).await;
+                // Voters, not learners: a learner is still catching up and cannot vote.
                 let ok = !ranges.is_empty()
-                    && ranges
-                        .iter()
-                        .all(|(d, lh)| d.replicas.len() == voters && lh.is_some());
+                    && ranges.iter().all(|(d, lh)| {
+                        d.replicas.len() == voters
+                            && d.replicas
+                                .iter()
+                                .all(|r| r.kind == bini_proto::ReplicaKind::Voter as i32)
+                            && lh.is_some()
+                    });
                 ok.then_some(ranges)
             },
         )
         .await
+    }
+
+    /// Splits the range holding `key` at `key`, through whichever running node leads it.
+    pub async fn split_at(&self, key: &[u8]) {
+        wait_for(Duration::from_secs(30), "a split", || async {
+            for n in self.nodes.iter().flatten() {
+                if n.split_at(key).await.is_ok() {
+                    return Some(());
+                }
+            }
+            None
+        })
+        .await;
+        // Routers learn of the split from the meta range; wait until it is there.
+        wait_for(Duration::from_secs(30), "the split in meta", || async {
+            let ranges = self.ranges(self.first_running()).await;
+            ranges
+                .iter()
+                .any(|(d, _)| d.start_key.as_slice() == key)
+                .then_some(())
+        })
+        .await;
+    }
+
+    /// The index of the first running node.
+    pub fn first_running(&self) -> usize {
+        (0..self.nodes.len())
+            .find(|&i| self.nodes[i].is_some())
+            .expect("a running node")
+    }
+
+    /// Write intents stored on all running nodes.
+    pub fn count_intents(&self) -> usize {
+        self.nodes
+            .iter()
+            .flatten()
+            .filter_map(|n| n.store())
+            .map(|s| s.count_intents().unwrap_or(0))
+            .sum()
+    }
+
+    /// Committed versions of `key` on each running node.
+    pub fn count_versions(&self, key: &[u8]) -> Vec<usize> {
+        self.nodes
+            .iter()
+            .flatten()
+            .filter_map(|n| n.store())
+            .map(|s| s.count_versions(key).unwrap_or(0))
+            .collect()
+    }
+
+    /// The node holding the lease of the range that contains `key`, if known.
+    pub async fn leaseholder_of(&self, key: &[u8]) -> Option<usize> {
+        let ranges = self.ranges(self.first_running()).await;
+        let (_, lh) = ranges
+            .into_iter()
+            .find(|(d, _)| key >= d.start_key.as_slice() && key < d.end_key.as_slice())?;
+        self.index_of(lh?)
     }
 
     /// Cuts Raft traffic between the nodes in `side` and all others.

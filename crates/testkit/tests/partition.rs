@@ -67,7 +67,10 @@ async fn round(c: &TestCluster, key: &'static [u8], mut v: u64) -> u64 {
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let started = Instant::now();
-                if let Ok(r) = store.execute(range, vec![get(key)]).await {
+                if let Ok(r) = store
+                    .execute(range, Default::default(), vec![get(key)])
+                    .await
+                {
                     if let Some(seen) = decode(r[0].value.as_ref()) {
                         reads.lock().expect("lock").push((started, seen));
                     }
@@ -100,7 +103,10 @@ async fn round(c: &TestCluster, key: &'static [u8], mut v: u64) -> u64 {
             while Instant::now() < deadline {
                 let mut acked = false;
                 for s in &stores {
-                    if s.execute(range, vec![put(key, v)]).await.is_ok() {
+                    if s.execute(range, Default::default(), vec![put(key, v)])
+                        .await
+                        .is_ok()
+                    {
                         acks.lock().expect("lock").push((Instant::now(), v));
                         acked = true;
                         break;
