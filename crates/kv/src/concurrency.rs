@@ -13,8 +13,9 @@
 //!   in flight at or below its (uncertainty) timestamp waits for it.
 //!
 //! A new lease (a new Raft term on this node) starts an empty cache whose low-water mark is the
-//! local clock plus the maximum clock offset: every read a previous leaseholder served happened
-//! before, at a timestamp no clock could have been that far ahead of ours.
+//! local physical clock plus twice the maximum clock offset: a leaseholder serves reads at most
+//! one offset above its own physical clock, and its clock is at most one offset ahead of ours,
+//! so every read a previous leaseholder served is covered.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

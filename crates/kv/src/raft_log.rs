@@ -20,7 +20,7 @@ use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
 
 use crate::keys;
-use crate::snapshot::build_snapshot_data;
+use crate::snapshot::build_snapshot;
 use crate::{Error, RangeId, Result};
 
 /// The persisted log of one replica.
@@ -304,16 +304,27 @@ impl raft::Storage for RaftLog {
                 StorageError::SnapshotTemporarilyUnavailable,
             ));
         }
-        let data = build_snapshot_data(self.engine.as_ref(), self.range, &self.descriptor)
-            .map_err(store_err)?;
+        let Some((applied, data)) =
+            build_snapshot(self.engine.as_ref(), self.range).map_err(store_err)?
+        else {
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        };
+        if applied.index < request_index {
+            // This round's applied commands are not in the engine yet.
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
         let mut snap = Snapshot {
             data: data.into(),
             ..Default::default()
         };
         let meta = snap.mut_metadata();
-        meta.index = self.applied_index;
-        meta.term = self.applied_term;
-        meta.set_conf_state(self.conf_state.clone());
+        meta.index = applied.index;
+        meta.term = applied.term;
+        meta.set_conf_state(crate::replica::conf_state_from_applied(&applied));
         Ok(snap)
     }
 }

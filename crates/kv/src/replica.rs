@@ -172,7 +172,7 @@ pub const TXN_EXPIRY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Reads the applied state of a range from the engine.
 pub(crate) fn load_applied_state(
-    engine: &dyn Engine,
+    engine: &dyn bini_storage::Reader,
     range: RangeId,
 ) -> Result<Option<AppliedState>> {
     match engine.get(Cf::Data, &keys::applied_state_key(range))? {
@@ -194,7 +194,7 @@ pub(crate) fn conf_state_of(desc: &RangeDescriptor) -> ConfState {
     cs
 }
 
-fn conf_state_from_applied(s: &AppliedState) -> ConfState {
+pub(crate) fn conf_state_from_applied(s: &AppliedState) -> ConfState {
     ConfState {
         voters: s.voters.clone(),
         learners: s.learners.clone(),

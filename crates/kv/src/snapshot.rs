@@ -26,16 +26,23 @@ fn push_record(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-/// Builds the payload of a snapshot of `desc` from the engine's current state.
-pub fn build_snapshot_data(
+/// Builds a snapshot of a range from one consistent view of the engine: the applied state
+/// (index, term, configuration, descriptor) and the data it describes, read from the same
+/// engine snapshot. (The store's in-memory applied index runs ahead of the engine during a
+/// round, until the round's apply batch is written; a payload paired with that index would lack
+/// the round's writes.)
+pub fn build_snapshot(
     engine: &dyn Engine,
-    _range: RangeId,
-    desc: &RangeDescriptor,
-) -> Result<Vec<u8>> {
+    range: RangeId,
+) -> Result<Option<(bini_proto::AppliedState, Vec<u8>)>> {
     let snap = engine.snapshot();
+    let Some(applied) = crate::replica::load_applied_state(snap.as_ref(), range)? else {
+        return Ok(None);
+    };
+    let desc = applied.descriptor.clone().unwrap_or_default();
     let mut out = Vec::new();
     push_record(&mut out, &desc.encode_to_vec());
-    let (lower, upper) = data_span(desc);
+    let (lower, upper) = data_span(&desc);
     let mut it = snap.iter(Cf::Data, &lower, &upper);
     it.seek_to_first();
     while it.valid()? {
@@ -43,7 +50,8 @@ pub fn build_snapshot_data(
         push_record(&mut out, it.value());
         it.next();
     }
-    Ok(out)
+    drop(it);
+    Ok(Some((applied, out)))
 }
 
 fn read_record<'a>(data: &'a [u8], pos: &mut usize) -> Result<&'a [u8]> {

@@ -392,10 +392,13 @@ impl Store {
         }
     }
 
-    /// The timestamp-cache low-water mark of a lease starting now.
+    /// The timestamp-cache low-water mark of a lease starting now. A previous leaseholder
+    /// served reads only at timestamps up to its physical clock plus the maximum offset (see
+    /// `read`), and its clock was at most the maximum offset ahead of ours: two offsets above
+    /// our physical clock covers every read it served.
     fn new_lease_low_water(&self) -> Timestamp {
         let clock = &self.inner.clock;
-        clock.now().add_duration(clock.max_offset())
+        Timestamp::new(clock.physical_now(), 0).add_duration(clock.max_offset() * 2)
     }
 
     async fn write(
@@ -463,6 +466,19 @@ impl Store {
         if ts < threshold {
             return Err(Error::BelowGcThreshold { ts, threshold });
         }
+        // Reads are served at most the maximum offset above this node's physical clock, which
+        // is what bounds the timestamp cache of the next leaseholder. A read further in the
+        // future (after a write landed above a new lease's low-water mark) waits until it is not.
+        let max_offset = clock.max_offset();
+        let ahead = ts.wall.saturating_sub(
+            clock
+                .physical_now()
+                .saturating_add(max_offset.as_nanos() as u64),
+        );
+        if ahead > 0 {
+            tokio::time::sleep(Duration::from_nanos(ahead).min(max_offset * 3)).await;
+        }
+        let _ = clock.update(ts);
         let limit = header
             .uncertainty_limit
             .map(Timestamp::from)
@@ -561,6 +577,29 @@ impl Store {
             it.next();
         }
         Ok(n)
+    }
+
+    /// Every committed version and the intent of `key` on this node, newest first (debugging).
+    pub fn debug_versions(&self, key: &[u8]) -> Result<Vec<String>> {
+        let prefix = bini_mvcc::encode_key(key);
+        let mut upper = prefix.clone();
+        upper.pop();
+        upper.push(0x02);
+        let mut it = self.inner.engine.iter(Cf::Data, &prefix, &upper);
+        it.seek_to_first();
+        let mut out = Vec::new();
+        while it.valid()? {
+            match bini_mvcc::decode_key(it.key()) {
+                Ok((_, bini_mvcc::Slot::Version(ts), _)) => out.push(format!(
+                    "{ts} = {:?}",
+                    bini_mvcc::Value::decode(it.value()).ok()
+                )),
+                Ok((_, bini_mvcc::Slot::Meta, _)) => out.push("intent".to_string()),
+                _ => {}
+            }
+            it.next();
+        }
+        Ok(out)
     }
 
     /// Marks the node's clock as too far from the cluster's (`Some(reason)`): the store then

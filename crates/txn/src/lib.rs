@@ -109,7 +109,7 @@ impl Db {
     /// and it cannot miss the write.
     pub(crate) async fn commit_wait(&self, ts: Timestamp) {
         let clock = &self.inner.clock;
-        let cap = clock.max_offset() * 2;
+        let cap = clock.max_offset() * 3;
         let now = clock.physical_now();
         if ts.wall > now {
             let wait = Duration::from_nanos(ts.wall - now).min(cap);

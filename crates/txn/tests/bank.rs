@@ -6,6 +6,10 @@
 //! - at the end, every acknowledged transfer's record is there, and each account's balance is
 //!   exactly what the committed transfer records say it should be.
 //!
+//! Debugging knobs: `BANK_DEBUG=1` prints every committed transfer's timestamps and, on a
+//! mismatch, the account's versions on every node; `BANK_FAULTS=kill|partition` limits the
+//! fault run to one kind of fault.
+//!
 //! Also: the same workload with node clocks skewed within the maximum offset; a node whose
 //! clock goes beyond it refusing service; and coordinator death (open transactions' intents
 //! cleaned up, keys writable again within seconds).
@@ -21,6 +25,9 @@ use bini_testkit::{wait_for, TestCluster};
 use bini_txn::{put, Db};
 use parking_lot::{Mutex, RwLock};
 use rand::Rng;
+
+type VersionDump = Box<dyn Fn(&[u8]) -> Vec<String> + Send>;
+static DEBUG_VERSIONS: Mutex<Option<VersionDump>> = Mutex::new(None);
 
 const ACCOUNTS: usize = 1000;
 const INITIAL: i64 = 1000;
@@ -89,6 +96,7 @@ async fn transfer(db: &Db, worker: usize, seq: u64) -> Result<bool, bini_txn::Er
         txn.rollback().await?;
         return Ok(false);
     }
+    let first_read = txn.read_timestamp();
     txn.commit_with(vec![
         put(&acct(from), (fb - amount).to_string().as_bytes()),
         put(&acct(to), (tb + amount).to_string().as_bytes()),
@@ -98,6 +106,13 @@ async fn transfer(db: &Db, worker: usize, seq: u64) -> Result<bool, bini_txn::Er
         ),
     ])
     .await?;
+    if std::env::var("BANK_DEBUG").is_ok() {
+        eprintln!(
+            "COMMIT {worker:02}/{seq:08} {from}->{to} {amount} first-read {first_read} read {} commit {}",
+            txn.read_timestamp(),
+            txn.write_timestamp()
+        );
+    }
     Ok(true)
 }
 
@@ -186,7 +201,11 @@ where
         t.await.expect("worker");
     }
     let v = violations.lock().clone();
-    assert!(v.is_empty(), "anomalies seen: {v:?}");
+    if std::env::var("BANK_DEBUG").is_ok() {
+        eprintln!("anomalies seen: {v:?}");
+    } else {
+        assert!(v.is_empty(), "anomalies seen: {v:?}");
+    }
     let acked = acked.lock().clone();
     Outcome {
         acked,
@@ -222,6 +241,33 @@ async fn verify(db: &Db, outcome: &Outcome) {
             "acknowledged transfer {w}/{seq} is missing"
         );
     }
+    if std::env::var("BANK_DEBUG").is_ok() {
+        for r in &accounts {
+            let have = parse_i64(&Some(r.value.clone()));
+            if have != expected[&r.key] {
+                eprintln!(
+                    "MISMATCH {} have {have} expected {}",
+                    String::from_utf8_lossy(&r.key),
+                    expected[&r.key]
+                );
+                for rec in &records {
+                    let text = String::from_utf8_lossy(&rec.value).into_owned();
+                    let parts: Vec<usize> = text
+                        .split(',')
+                        .map(|p| p.parse().expect("record"))
+                        .collect();
+                    if acct(parts[0]) == r.key || acct(parts[1]) == r.key {
+                        eprintln!("  record {} {text}", String::from_utf8_lossy(&rec.key));
+                    }
+                }
+                if let Some(dbg) = DEBUG_VERSIONS.lock().as_ref() {
+                    for line in dbg(&r.key) {
+                        eprintln!("  version {line}");
+                    }
+                }
+            }
+        }
+    }
     let total: i64 = accounts
         .iter()
         .map(|r| parse_i64(&Some(r.value.clone())))
@@ -246,7 +292,8 @@ async fn verify(db: &Db, outcome: &Outcome) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "work in progress: a snapshot saw a torn transfer under faults; being investigated"]
+#[ignore = "fails: under kills and partitions a transfer occasionally reads a stale balance \
+            (lost update); see the issue note. Run with --ignored, BANK_DEBUG=1 for a dump"]
 async fn bank_keeps_its_total_through_kills_and_partitions() {
     let cluster = Arc::new(tokio::sync::Mutex::new(
         TestCluster::start(3, StoreConfig::default()).await,
@@ -265,16 +312,19 @@ async fn bank_keeps_its_total_through_kills_and_partitions() {
             while !stop.load(Ordering::Relaxed) && round < 4 {
                 // Kill one node, let the others carry on, bring it back.
                 let victim = round % 3;
-                dbs2.write()[victim] = None;
-                c2.lock().await.kill(victim).await;
-                tokio::time::sleep(Duration::from_secs(4)).await;
-                c2.lock().await.restart(victim).await;
-                dbs2.write()[victim] = Some(c2.lock().await.db(victim));
+                let only = std::env::var("BANK_FAULTS").unwrap_or_default();
+                if only != "partition" {
+                    dbs2.write()[victim] = None;
+                    c2.lock().await.kill(victim).await;
+                    tokio::time::sleep(Duration::from_secs(4)).await;
+                    c2.lock().await.restart(victim).await;
+                    dbs2.write()[victim] = Some(c2.lock().await.db(victim));
+                }
                 tokio::time::sleep(Duration::from_secs(3)).await;
                 // Cut off the leaseholder of some account's range for a while.
                 let key = acct(rand::rng().random_range(0..ACCOUNTS));
                 let lh = c2.lock().await.leaseholder_of(&key).await;
-                if let Some(lh) = lh {
+                if let Some(lh) = lh.filter(|_| only != "kill") {
                     c2.lock().await.partition(&[lh]);
                     tokio::time::sleep(Duration::from_secs(3)).await;
                     c2.lock().await.heal();
@@ -287,6 +337,15 @@ async fn bank_keeps_its_total_through_kills_and_partitions() {
     .await;
     let c = cluster.lock().await;
     c.heal();
+    let stores: Vec<_> = (0..3).filter_map(|i| c.node(i).store()).collect();
+    *DEBUG_VERSIONS.lock() = Some(Box::new(move |k| {
+        let mut out = Vec::new();
+        for s in &stores {
+            out.push(format!("--- n{}", s.node_id().0));
+            out.extend(s.debug_versions(k).unwrap_or_default());
+        }
+        out
+    }));
     verify(&c.db(0), &outcome).await;
 }
 
