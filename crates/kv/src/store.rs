@@ -561,45 +561,49 @@ impl Store {
         Ok(n)
     }
 
-    /// How many committed versions of `key` this node stores (tests and debugging).
-    pub fn count_versions(&self, key: &[u8]) -> Result<usize> {
-        let prefix = bini_mvcc::encode_key(key);
-        let mut upper = prefix.clone();
-        upper.pop();
-        upper.push(0x02);
-        let mut it = self.inner.engine.iter(Cf::Data, &prefix, &upper);
-        it.seek_to_first();
-        let mut n = 0;
-        while it.valid()? {
-            if let Ok((_, bini_mvcc::Slot::Version(_), _)) = bini_mvcc::decode_key(it.key()) {
-                n += 1;
-            }
-            it.next();
-        }
-        Ok(n)
-    }
-
-    /// Every committed version and the intent of `key` on this node, newest first (debugging).
-    pub fn debug_versions(&self, key: &[u8]) -> Result<Vec<String>> {
-        let prefix = bini_mvcc::encode_key(key);
-        let mut upper = prefix.clone();
-        upper.pop();
-        upper.push(0x02);
-        let mut it = self.inner.engine.iter(Cf::Data, &prefix, &upper);
+    /// The intent and committed versions of `key` on this node, newest first (tests and
+    /// debugging).
+    fn slots_of(&self, key: &[u8]) -> Result<Vec<(bini_mvcc::Slot, Vec<u8>)>> {
+        // The metadata slot and the versions, up to the first transaction record.
+        let upper = bini_mvcc::encode_record_key(key, &[]);
+        let mut it = self
+            .inner
+            .engine
+            .iter(Cf::Data, &bini_mvcc::encode_key(key), &upper);
         it.seek_to_first();
         let mut out = Vec::new();
         while it.valid()? {
-            match bini_mvcc::decode_key(it.key()) {
-                Ok((_, bini_mvcc::Slot::Version(ts), _)) => out.push(format!(
-                    "{ts} = {:?}",
-                    bini_mvcc::Value::decode(it.value()).ok()
-                )),
-                Ok((_, bini_mvcc::Slot::Meta, _)) => out.push("intent".to_string()),
-                _ => {}
+            if let Ok((_, slot, _)) = bini_mvcc::decode_key(it.key()) {
+                out.push((slot, it.value().to_vec()));
             }
             it.next();
         }
         Ok(out)
+    }
+
+    /// How many committed versions of `key` this node stores (tests and debugging).
+    pub fn count_versions(&self, key: &[u8]) -> Result<usize> {
+        Ok(self
+            .slots_of(key)?
+            .iter()
+            .filter(|(slot, _)| matches!(slot, bini_mvcc::Slot::Version(_)))
+            .count())
+    }
+
+    /// Every committed version and the intent of `key` on this node, newest first (debugging).
+    pub fn debug_versions(&self, key: &[u8]) -> Result<Vec<String>> {
+        Ok(self
+            .slots_of(key)?
+            .into_iter()
+            .filter_map(|(slot, value)| match slot {
+                bini_mvcc::Slot::Version(ts) => Some(format!(
+                    "{ts} = {:?}",
+                    bini_mvcc::Value::decode(&value).ok()
+                )),
+                bini_mvcc::Slot::Meta => Some("intent".to_string()),
+                bini_mvcc::Slot::Record => None,
+            })
+            .collect())
     }
 
     /// Marks the node's clock as too far from the cluster's (`Some(reason)`): the store then

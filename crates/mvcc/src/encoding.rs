@@ -6,6 +6,7 @@ const ESCAPE: u8 = 0x00;
 const ESCAPED_ZERO: u8 = 0xff;
 const TERMINATOR: u8 = 0x01;
 const RECORD_MARK: u8 = 0x02;
+const SLOTS_END: u8 = 0x03;
 const TIMESTAMP_LEN: usize = 12;
 
 /// What an engine key under a user key holds.
@@ -30,6 +31,15 @@ pub fn encode_key(key: &[u8]) -> Vec<u8> {
     }
     out.push(ESCAPE);
     out.push(TERMINATOR);
+    out
+}
+
+/// The first engine key past every slot of `key` (its intent, versions and records), where a
+/// scan resumes to skip to the next user key.
+pub fn encode_key_end(key: &[u8]) -> Vec<u8> {
+    let mut out = encode_key(key);
+    out.pop();
+    out.push(SLOTS_END);
     out
 }
 

@@ -28,7 +28,9 @@ mod encoding;
 mod ops;
 
 pub use clock::{Hlc, ManualClock, PhysicalClock, SkewedClock, SystemClock, Timestamp};
-pub use encoding::{decode_key, encode_key, encode_record_key, encode_version, Slot, Value};
+pub use encoding::{
+    decode_key, encode_key, encode_key_end, encode_record_key, encode_version, Slot, Value,
+};
 pub use ops::{
     mvcc_changed_between, mvcc_delete, mvcc_gc_candidates, mvcc_gc_key, mvcc_get, mvcc_get_with,
     mvcc_latest_timestamp, mvcc_put, mvcc_resolve, mvcc_scan, mvcc_scan_with, mvcc_write,

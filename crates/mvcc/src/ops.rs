@@ -28,7 +28,8 @@ use bini_storage::{Cf, Reader, WriteBatch};
 use prost::Message as _;
 
 use crate::encoding::{
-    decode_key, encode_key, encode_record_key, encode_version, prefix_end, Slot, Value,
+    decode_key, encode_key, encode_key_end, encode_record_key, encode_version, prefix_end, Slot,
+    Value,
 };
 use crate::{Error, Result, Timestamp};
 
@@ -192,7 +193,7 @@ pub fn mvcc_scan_with(
     it.seek_to_first();
     let mut out = Vec::new();
     while out.len() < limit && it.valid()? {
-        let (key, slot, prefix_len) = decode_key(it.key())?;
+        let (key, slot, _) = decode_key(it.key())?;
         let value = match slot {
             Slot::Record => {
                 it.next();
@@ -224,14 +225,11 @@ pub fn mvcc_scan_with(
             }
             Slot::Version(_) => Value::decode(it.value())?,
         };
+        // Skip the remaining versions (and any records) of this key.
+        let next = encode_key_end(&key);
         if let Value::Live(v) = value {
             out.push(KeyValue { key, value: v });
         }
-        // Skip the remaining versions (and any records) of this key.
-        let mut next = it.key()[..prefix_len].to_vec();
-        next.pop();
-        next.pop();
-        next.extend_from_slice(&[0x00, 0x03]);
         it.seek(&next);
     }
     Ok(out)
@@ -279,10 +277,7 @@ pub fn mvcc_changed_between(
             }
             Slot::Version(_) => {
                 // At or below `from`: older versions are older still; go to the next key.
-                let mut next = encode_key(&key);
-                next.pop();
-                next.push(0x03);
-                it.seek(&next);
+                it.seek(&encode_key_end(&key));
                 continue;
             }
         }
@@ -452,10 +447,7 @@ pub fn mvcc_gc_candidates(
                 } else if older {
                     out.push((key.clone(), v.prev()));
                 }
-                let mut next = encode_key(&key);
-                next.pop();
-                next.push(0x03);
-                it.seek(&next);
+                it.seek(&encode_key_end(&key));
                 continue;
             }
             _ => {}

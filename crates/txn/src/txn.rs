@@ -381,13 +381,7 @@ impl Txn {
             if ts > self.read_ts {
                 self.refresh_to(ts).await?;
             }
-            let end = Request {
-                kind: Some(request::Kind::EndTxn(EndTxnRequest {
-                    txn: Some(self.meta.clone()),
-                    commit: true,
-                    intents: self.writes.iter().cloned().collect(),
-                })),
-            };
+            let end = end_txn(&self.meta, true, self.writes.iter().cloned().collect());
             let header = self.header();
             match self.db.sender().send_with(&header, vec![end]).await {
                 Ok(mut resp) => {
@@ -411,13 +405,7 @@ impl Txn {
         self.meta.anchor = keys.first().cloned().unwrap_or_default();
         loop {
             let mut batch = reqs.clone();
-            batch.push(Request {
-                kind: Some(request::Kind::EndTxn(EndTxnRequest {
-                    txn: Some(self.meta.clone()),
-                    commit: true,
-                    intents: Vec::new(),
-                })),
-            });
+            batch.push(end_txn(&self.meta, true, Vec::new()));
             let mut header = self.header();
             header.one_phase = true;
             header.can_bump = self.reads.is_empty();
@@ -454,13 +442,7 @@ impl Txn {
         if !self.has_record {
             return;
         }
-        let end = Request {
-            kind: Some(request::Kind::EndTxn(EndTxnRequest {
-                txn: Some(self.meta.clone()),
-                commit: false,
-                intents: self.writes.iter().cloned().collect(),
-            })),
-        };
+        let end = end_txn(&self.meta, false, self.writes.iter().cloned().collect());
         let header = self.header();
         match self.db.sender().send_with(&header, vec![end]).await {
             Ok(_) => {
@@ -559,24 +541,18 @@ impl Drop for Txn {
             let keys: Vec<Vec<u8>> = self.writes.iter().cloned().collect();
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move {
-                    let end = Request {
-                        kind: Some(request::Kind::EndTxn(EndTxnRequest {
-                            txn: Some(meta.clone()),
-                            commit: false,
-                            intents: keys,
-                        })),
-                    };
+                    let end = end_txn(&meta, false, keys.clone());
                     let header = BatchHeader {
                         now: Some(db.clock().now().into()),
                         txn: Some(meta.clone()),
                         ..Default::default()
                     };
-                    if let Ok(mut r) = db.sender().send_with(&header, vec![end]).await {
-                        let rec = r.pop().and_then(|r| r.record).unwrap_or_default();
+                    if db.sender().send_with(&header, vec![end]).await.is_ok() {
+                        // Every intent, as in `abandon`: the record may list only some.
                         let _ = conflict::resolve_intents(
                             &db,
                             &meta.id,
-                            &rec.intents,
+                            &keys,
                             TxnStatus::Aborted,
                             txn_ts(&meta),
                         )
@@ -585,6 +561,17 @@ impl Drop for Txn {
                 });
             }
         }
+    }
+}
+
+/// An EndTxn request committing or aborting `meta`, listing the keys of its intents.
+fn end_txn(meta: &TxnMeta, commit: bool, intents: Vec<Vec<u8>>) -> Request {
+    Request {
+        kind: Some(request::Kind::EndTxn(EndTxnRequest {
+            txn: Some(meta.clone()),
+            commit,
+            intents,
+        })),
     }
 }
 
