@@ -300,6 +300,7 @@ impl goldenscript::Runner for SimRunner {
                 node.store.inner.tx.send(StoreMsg::Propose {
                     range_id: range,
                     cmd: Box::new(cmd),
+                    term: None,
                     responder: tx,
                 })?;
                 self.sim.stabilize()?;
@@ -343,6 +344,7 @@ impl goldenscript::Runner for SimRunner {
                 node.store.inner.tx.send(StoreMsg::Propose {
                     range_id: RangeId(r),
                     cmd: Box::new(cmd),
+                    term: None,
                     responder: tx,
                 })?;
                 self.sim.stabilize()?;

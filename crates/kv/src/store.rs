@@ -50,6 +50,9 @@ pub(crate) enum StoreMsg {
     Propose {
         range_id: RangeId,
         cmd: Box<RaftCommand>,
+        /// The Raft term the command was evaluated in (its timestamp checked against that
+        /// term's timestamp cache); the proposal is refused in any other term.
+        term: Option<u64>,
         responder: Responder,
     },
     ConfChange {
@@ -414,14 +417,15 @@ impl Store {
             .as_ref()
             .map(|t| t.id.clone())
             .unwrap_or_default();
+        let txn_id_present = header.txn.is_some();
         let mut ts = header.txn.as_ref().map(txn_ts).unwrap_or_default();
         if ts.is_zero() {
             ts = self.inner.clock.now();
         }
+        let term = shared.state.read().term;
         let latch = if keys.is_empty() {
             None
         } else {
-            let term = shared.state.read().term;
             let mut c = shared.concurrency.lock();
             c.ensure_term(term, || self.new_lease_low_water());
             let max = c.max_read(&keys, &txn_id);
@@ -439,11 +443,28 @@ impl Store {
             header: Some(header),
             ..Default::default()
         };
-        let res = self.propose(range_id, cmd).await;
+        let res = self.propose_in(range_id, cmd, Some(term)).await;
         if let Some(id) = latch {
             shared.concurrency.lock().finish(id);
         }
+        if res.is_ok() && !txn_id_present {
+            // A non-transactional write moved above the timestamp cache may be in the future
+            // (a new lease's low-water mark is ahead of the clock). Acknowledge it only once
+            // the clock has passed it, so a read that starts afterwards cannot miss it.
+            self.commit_wait(ts).await;
+        }
         res
+    }
+
+    /// Waits until the physical clock passes `ts` (at most three maximum offsets).
+    async fn commit_wait(&self, ts: Timestamp) {
+        let clock = &self.inner.clock;
+        let now = clock.physical_now();
+        if ts.wall > now {
+            let wait = Duration::from_nanos(ts.wall - now).min(clock.max_offset() * 3);
+            tokio::time::sleep(wait).await;
+        }
+        let _ = clock.update(ts);
     }
 
     async fn read(
@@ -623,10 +644,21 @@ impl Store {
         range_id: RangeId,
         cmd: RaftCommand,
     ) -> Result<Vec<Response>> {
+        self.propose_in(range_id, cmd, None).await
+    }
+
+    /// Proposes a command if this replica still leads in `term` (any term for `None`).
+    async fn propose_in(
+        &self,
+        range_id: RangeId,
+        cmd: RaftCommand,
+        term: Option<u64>,
+    ) -> Result<Vec<Response>> {
         self.ask(
             |responder| StoreMsg::Propose {
                 range_id,
                 cmd: Box::new(cmd),
+                term,
                 responder,
             },
             PROPOSAL_TIMEOUT,

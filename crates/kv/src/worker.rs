@@ -160,13 +160,16 @@ impl Worker {
             StoreMsg::Propose {
                 range_id,
                 mut cmd,
+                term,
                 responder,
             } => {
                 let Some(r) = self.replicas.get_mut(&range_id) else {
                     let _ = responder.send(Err(Error::RangeNotFound(range_id)));
                     return;
                 };
-                if !r.is_leader() || !r.initialized {
+                // A command evaluated under an earlier term (its timestamp checked against a
+                // timestamp cache that has since been replaced) must not be proposed now.
+                if !r.is_leader() || !r.initialized || term.is_some_and(|t| t != r.raw.raft.term) {
                     let _ = responder.send(Err(r.not_leaseholder()));
                     return;
                 }
@@ -182,11 +185,11 @@ impl Worker {
                         }
                     }
                 }
-                let ts = self.inner.clock.now();
-                cmd.timestamp = Some(bini_proto::Timestamp {
-                    wall: ts.wall,
-                    logical: ts.logical,
-                });
+                // Writes carry the timestamp the leaseholder chose for them (above the
+                // timestamp cache); other commands take the clock's.
+                if cmd.timestamp.is_none() {
+                    cmd.timestamp = Some(self.inner.clock.now().into());
+                }
                 let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
                 r.propose(id, cmd.encode_to_vec(), Some(responder));
             }

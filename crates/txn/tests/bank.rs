@@ -292,8 +292,6 @@ async fn verify(db: &Db, outcome: &Outcome) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "fails: under kills and partitions a transfer occasionally reads a stale balance \
-            (lost update); see the issue note. Run with --ignored, BANK_DEBUG=1 for a dump"]
 async fn bank_keeps_its_total_through_kills_and_partitions() {
     let cluster = Arc::new(tokio::sync::Mutex::new(
         TestCluster::start(3, StoreConfig::default()).await,
