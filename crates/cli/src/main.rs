@@ -35,6 +35,8 @@ enum Command {
     Start(StartArgs),
     /// Initialise a cluster whose nodes have been started.
     Init(ClientArgs),
+    /// Open a SQL shell, or run statements with -e / -f.
+    Sql(SqlArgs),
     /// Operator and debugging commands.
     #[command(subcommand)]
     Debug(DebugCommand),
@@ -65,6 +67,30 @@ struct StartArgs {
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     log_format: String,
+}
+
+#[derive(Args)]
+struct SqlArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// A connection URL, `postgresql://user@host:port/database`.
+    #[arg(long)]
+    url: Option<String>,
+    /// The database to use.
+    #[arg(short = 'd', long, default_value = "defaultdb")]
+    database: String,
+    /// The user to connect as.
+    #[arg(short = 'u', long, default_value = "root")]
+    user: String,
+    /// A statement to run (repeatable); the shell exits afterwards.
+    #[arg(short = 'e', long = "execute")]
+    execute: Vec<String>,
+    /// A file of statements to run.
+    #[arg(short = 'f', long = "file")]
+    file: Option<String>,
+    /// How results print.
+    #[arg(long, value_enum, default_value = "table")]
+    format: bini_cli::shell::OutputFormat,
 }
 
 #[derive(Args, Clone)]
@@ -209,6 +235,30 @@ async fn run(cli: Cli) -> Result<()> {
                     Ok(())
                 }
                 Err(s) => bail!("{}", s.message()),
+            }
+        }
+        Command::Sql(args) => {
+            let (host, port) = match args.client.addr().rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), p.parse().unwrap_or(DEFAULT_PORT)),
+                None => (args.client.host.clone(), DEFAULT_PORT),
+            };
+            let mut cfg = bini_cli::shell::ShellConfig {
+                host,
+                port,
+                user: args.user,
+                database: args.database,
+                execute: args.execute,
+                file: args.file,
+                format: args.format,
+            };
+            if let Some(url) = &args.url {
+                cfg.apply_url(url)?;
+            }
+            if bini_cli::shell::run(cfg).await? {
+                Ok(())
+            } else {
+                // The failing statement's error is already printed.
+                std::process::exit(1)
             }
         }
         Command::Version => {

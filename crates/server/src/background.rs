@@ -95,8 +95,25 @@ pub(crate) fn spawn(state: Arc<NodeState>, store: Store) {
             .runtime
             .spawn(clock_offset_loop(state.clone(), store.clone())),
         state.runtime.spawn(queue_loop(state.clone(), store)),
+        state.runtime.spawn(sql_bootstrap_loop(state.clone())),
     ];
     state.tasks.lock().extend(tasks);
+}
+
+/// Creates the SQL catalog's default database if it is missing, retrying until it is there
+/// (every node runs this; the transaction makes it happen once).
+async fn sql_bootstrap_loop(state: Arc<NodeState>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match bini_sql::bootstrap(&state.db).await {
+            Ok(()) => return,
+            Err(e) => tracing::debug!(error = %e, "SQL bootstrap will retry"),
+        }
+        if until_shutdown(&state, backoff).await {
+            return;
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
 }
 
 async fn until_shutdown(state: &NodeState, d: Duration) -> bool {

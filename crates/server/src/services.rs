@@ -19,7 +19,7 @@ use bini_proto::{
     TxnWaitsResponse,
 };
 use protobuf::Message as _;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
@@ -35,8 +35,41 @@ pub(crate) async fn serve(
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let svc = Services { state };
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let svc = Services {
+        state: state.clone(),
+    };
+    // One port for both protocols: gRPC (HTTP/2) connections open with the `PRI *` preface,
+    // anything else is a Postgres client.
+    let (grpc_tx, grpc_rx) = tokio::sync::mpsc::unbounded_channel::<std::io::Result<TcpStream>>();
+    let gateway = bini_pgwire::Gateway::new(state.db.clone());
+    let mut accept_shutdown = shutdown.clone();
+    let acceptor = tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = accept_shutdown.wait_for(|s| *s) => return,
+            };
+            let (stream, _) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let (grpc_tx, gateway) = (grpc_tx.clone(), gateway.clone());
+            tokio::spawn(async move {
+                match sniff(&stream).await {
+                    Protocol::Grpc => {
+                        let _ = grpc_tx.send(Ok(stream));
+                    }
+                    Protocol::Postgres => gateway.serve(stream).await,
+                    Protocol::Closed => {}
+                }
+            });
+        }
+    });
+    let incoming = tokio_stream::wrappers::UnboundedReceiverStream::new(grpc_rx);
     let res = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(5)))
         .timeout(Duration::from_secs(30))
@@ -55,8 +88,39 @@ pub(crate) async fn serve(
             let _ = shutdown.wait_for(|s| *s).await;
         })
         .await;
+    acceptor.abort();
     if let Err(e) = res {
         tracing::error!(error = %e, "grpc server failed");
+    }
+}
+
+enum Protocol {
+    Grpc,
+    Postgres,
+    Closed,
+}
+
+/// Looks at a new connection's first bytes without consuming them.
+async fn sniff(stream: &TcpStream) -> Protocol {
+    const PREFACE: &[u8] = b"PRI ";
+    let mut buf = [0u8; 4];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
+            Ok(Ok(n)) => n,
+            _ => return Protocol::Closed,
+        };
+        if n == 0 {
+            return Protocol::Closed;
+        }
+        if buf[..n] != PREFACE[..n] {
+            return Protocol::Postgres;
+        }
+        if n == PREFACE.len() {
+            return Protocol::Grpc;
+        }
+        // A partial match: the rest of the preface is on its way.
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 

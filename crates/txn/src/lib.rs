@@ -80,6 +80,11 @@ impl Db {
         self.inner.node_id.store(node.0, Ordering::Relaxed);
     }
 
+    /// This node's id (0 until the node has joined a cluster).
+    pub fn node_id(&self) -> u64 {
+        self.inner.node_id.load(Ordering::Relaxed)
+    }
+
     /// Stops coordinating: open transactions stop heartbeating (their records expire) and
     /// every later request fails. Called when the node stops or dies.
     pub fn shutdown(&self) {

@@ -1,0 +1,3 @@
+//! Library code behind the `bini` binary's commands (the binary only parses flags).
+
+pub mod shell;

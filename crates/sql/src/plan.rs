@@ -1,0 +1,695 @@
+//! Query plans: a tree of relational operators over rows of [`Datum`]s.
+//!
+//! The planner (`planner.rs`) builds a [`Node`] tree from a bound query; [`execute`] runs it
+//! inside the statement's transaction. Each node produces its whole result before its parent
+//! runs (results are materialized); a streaming executor is a later step, and the node shapes
+//! do not change for it.
+//!
+//! What reaches KV: a [`Node::Scan`] reads one table's primary index, either a list of
+//! primary keys (point lookups, one round trip per range) or the whole span, with its filter
+//! applied as rows arrive and its limit stopping the scan early.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+
+use bini_txn::Txn;
+
+use crate::catalog::TableDesc;
+use crate::encoding::{decode_row, encode_key_datum};
+use crate::error::{Error, Result};
+use crate::expr::Expr;
+use crate::types::{Datum, Type};
+
+/// A row.
+pub type Row = Vec<Datum>;
+
+/// A column of a node's output.
+#[derive(Clone, Debug)]
+pub struct Column {
+    /// The name clients see.
+    pub name: String,
+    /// The table (or alias) it comes from, for qualified references.
+    pub table: Option<String>,
+    /// Its type.
+    pub ty: Type,
+    /// Left out of `*` (a hidden row id).
+    pub hidden: bool,
+}
+
+/// How a join keeps unmatched rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JoinKind {
+    /// Only matches.
+    Inner,
+    /// Every left row.
+    Left,
+    /// Every right row.
+    Right,
+    /// Every row of both.
+    Full,
+}
+
+/// A set operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetOp {
+    /// UNION
+    Union,
+    /// INTERSECT
+    Intersect,
+    /// EXCEPT
+    Except,
+}
+
+/// An aggregate function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AggFunc {
+    /// count(*)
+    CountStar,
+    /// count(x)
+    Count,
+    /// sum(x)
+    Sum,
+    /// avg(x)
+    Avg,
+    /// min(x)
+    Min,
+    /// max(x)
+    Max,
+    /// string_agg(x, sep)
+    StringAgg,
+    /// bool_and(x)
+    BoolAnd,
+    /// bool_or(x)
+    BoolOr,
+}
+
+/// One aggregate computed per group.
+#[derive(Clone, Debug)]
+pub struct Aggregate {
+    /// Which.
+    pub func: AggFunc,
+    /// Its argument (and separator for string_agg).
+    pub args: Vec<Expr>,
+    /// `DISTINCT` inside the call.
+    pub distinct: bool,
+}
+
+/// A sort key.
+#[derive(Clone, Debug)]
+pub struct SortKey {
+    /// What to sort by.
+    pub expr: Expr,
+    /// Descending.
+    pub desc: bool,
+    /// NULLs before other values (Postgres: last ascending, first descending).
+    pub nulls_first: bool,
+}
+
+/// A plan node.
+#[derive(Clone, Debug)]
+pub enum Node {
+    /// Rows of a table's primary index.
+    Scan {
+        /// The table.
+        table: TableDesc,
+        /// Only these primary keys (encoded), if set.
+        keys: Option<Vec<Vec<u8>>>,
+        /// Rows failing it are dropped.
+        filter: Option<Expr>,
+        /// Stop after this many rows pass the filter.
+        limit: Option<usize>,
+    },
+    /// Literal rows.
+    Values {
+        /// Each row's expressions (constant).
+        rows: Vec<Vec<Expr>>,
+    },
+    /// Already computed rows (a CTE or a materialized subquery).
+    Rows {
+        /// The rows.
+        rows: Vec<Row>,
+    },
+    /// Rows for which the predicate is true.
+    Filter {
+        /// Input.
+        input: Box<Node>,
+        /// Predicate.
+        predicate: Expr,
+    },
+    /// Computes new columns.
+    Project {
+        /// Input.
+        input: Box<Node>,
+        /// One expression per output column.
+        exprs: Vec<Expr>,
+    },
+    /// Groups and aggregates: output is the group expressions, then the aggregates.
+    Aggregate {
+        /// Input.
+        input: Box<Node>,
+        /// Group keys.
+        group_by: Vec<Expr>,
+        /// Aggregates.
+        aggs: Vec<Aggregate>,
+    },
+    /// Sorts.
+    Sort {
+        /// Input.
+        input: Box<Node>,
+        /// Keys, most significant first.
+        keys: Vec<SortKey>,
+    },
+    /// OFFSET and LIMIT.
+    Limit {
+        /// Input.
+        input: Box<Node>,
+        /// Rows kept at most.
+        limit: Option<usize>,
+        /// Rows skipped first.
+        offset: usize,
+    },
+    /// Drops duplicate rows (first occurrence kept).
+    Distinct {
+        /// Input.
+        input: Box<Node>,
+    },
+    /// A join; output is the left row then the right row.
+    Join {
+        /// Left input.
+        left: Box<Node>,
+        /// Right input.
+        right: Box<Node>,
+        /// Kind.
+        kind: JoinKind,
+        /// The join condition on the concatenated row (none: cross join).
+        on: Option<Expr>,
+        /// Equal-key pairs (left expr, right expr on the right row alone) for a hash join.
+        equi: Vec<(Expr, Expr)>,
+        /// Width of the left row.
+        left_width: usize,
+        /// Width of the right row.
+        right_width: usize,
+    },
+    /// UNION / INTERSECT / EXCEPT.
+    SetOp {
+        /// Left input.
+        left: Box<Node>,
+        /// Right input.
+        right: Box<Node>,
+        /// Which.
+        op: SetOp,
+        /// Keep duplicates.
+        all: bool,
+    },
+}
+
+/// A boxed future, for recursion over the plan tree.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Rows of a scan decoded into table column order (absent columns are NULL).
+pub fn decode_table_row(table: &TableDesc, value: &[u8]) -> Result<Row> {
+    let mut row = vec![Datum::Null; table.columns.len()];
+    for (id, d) in decode_row(value)? {
+        if let Some(i) = table.column_index_by_id(id) {
+            row[i] = d;
+        }
+    }
+    Ok(row)
+}
+
+/// The encoded primary key of a row.
+pub fn primary_key(table: &TableDesc, row: &[Datum]) -> Result<Vec<u8>> {
+    let mut key = crate::encoding::index_prefix(table.id, table.primary.id);
+    for i in table.primary_positions() {
+        encode_key_datum(&row[i], &mut key)?;
+    }
+    Ok(key)
+}
+
+fn passes(filter: &Option<Expr>, row: &[Datum]) -> Result<bool> {
+    match filter {
+        None => Ok(true),
+        Some(f) => Ok(f.eval(row)?.truth()? == Some(true)),
+    }
+}
+
+/// Reads a table's rows (all, or the given primary keys) through the filter.
+pub async fn scan_table(
+    txn: &mut Txn,
+    table: &TableDesc,
+    keys: Option<&[Vec<u8>]>,
+    filter: &Option<Expr>,
+    limit: Option<usize>,
+) -> Result<Vec<(Vec<u8>, Row)>> {
+    let mut out = Vec::new();
+    if let Some(keys) = keys {
+        let values = txn.get_many(keys).await?;
+        for (k, v) in keys.iter().zip(values) {
+            if let Some(v) = v {
+                let row = decode_table_row(table, &v)?;
+                if passes(filter, &row)? {
+                    out.push((k.clone(), row));
+                }
+            }
+        }
+        return Ok(out);
+    }
+    const BATCH: u64 = 1024;
+    let (mut from, end) = table.primary_span();
+    loop {
+        let batch = txn.scan(&from, &end, BATCH).await?;
+        let n = batch.len() as u64;
+        for kv in &batch {
+            let row = decode_table_row(table, &kv.value)?;
+            if passes(filter, &row)? {
+                out.push((kv.key.clone(), row));
+                if limit.is_some_and(|l| out.len() >= l) {
+                    return Ok(out);
+                }
+            }
+        }
+        match batch.last() {
+            Some(last) if n == BATCH => {
+                from = last.key.clone();
+                from.push(0);
+            }
+            _ => return Ok(out),
+        }
+    }
+}
+
+/// Runs a plan.
+pub fn execute<'a>(node: &'a Node, txn: &'a mut Txn) -> BoxFuture<'a, Result<Vec<Row>>> {
+    Box::pin(async move {
+        Ok(match node {
+            Node::Scan {
+                table,
+                keys,
+                filter,
+                limit,
+            } => scan_table(txn, table, keys.as_deref(), filter, *limit)
+                .await?
+                .into_iter()
+                .map(|(_, r)| r)
+                .collect(),
+            Node::Values { rows } => rows
+                .iter()
+                .map(|r| r.iter().map(|e| e.eval(&[])).collect::<Result<Row>>())
+                .collect::<Result<_>>()?,
+            Node::Rows { rows } => rows.clone(),
+            Node::Filter { input, predicate } => {
+                let rows = execute(input, txn).await?;
+                let mut out = Vec::with_capacity(rows.len());
+                for r in rows {
+                    if predicate.eval(&r)?.truth()? == Some(true) {
+                        out.push(r);
+                    }
+                }
+                out
+            }
+            Node::Project { input, exprs } => {
+                let rows = execute(input, txn).await?;
+                rows.iter()
+                    .map(|r| exprs.iter().map(|e| e.eval(r)).collect::<Result<Row>>())
+                    .collect::<Result<_>>()?
+            }
+            Node::Aggregate {
+                input,
+                group_by,
+                aggs,
+            } => aggregate(execute(input, txn).await?, group_by, aggs)?,
+            Node::Sort { input, keys } => {
+                let rows = execute(input, txn).await?;
+                let mut keyed = rows
+                    .into_iter()
+                    .map(|r| {
+                        let k = keys
+                            .iter()
+                            .map(|s| s.expr.eval(&r))
+                            .collect::<Result<Vec<_>>>()?;
+                        Ok((k, r))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                keyed.sort_by(|(a, _), (b, _)| {
+                    for (i, s) in keys.iter().enumerate() {
+                        let (x, y) = (&a[i], &b[i]);
+                        let ord = match (x.is_null(), y.is_null()) {
+                            (true, true) => std::cmp::Ordering::Equal,
+                            (true, false) if s.nulls_first => std::cmp::Ordering::Less,
+                            (true, false) => std::cmp::Ordering::Greater,
+                            (false, true) if s.nulls_first => std::cmp::Ordering::Greater,
+                            (false, true) => std::cmp::Ordering::Less,
+                            _ => {
+                                let o = x.sort_cmp(y);
+                                if s.desc {
+                                    o.reverse()
+                                } else {
+                                    o
+                                }
+                            }
+                        };
+                        if ord.is_ne() {
+                            return ord;
+                        }
+                    }
+                    std::cmp::Ordering::Equal
+                });
+                keyed.into_iter().map(|(_, r)| r).collect()
+            }
+            Node::Limit {
+                input,
+                limit,
+                offset,
+            } => {
+                let rows = execute(input, txn).await?;
+                rows.into_iter()
+                    .skip(*offset)
+                    .take(limit.unwrap_or(usize::MAX))
+                    .collect()
+            }
+            Node::Distinct { input } => {
+                let rows = execute(input, txn).await?;
+                let mut seen = HashSet::new();
+                rows.into_iter()
+                    .filter(|r| seen.insert(RowKey::of(r)))
+                    .collect()
+            }
+            Node::Join {
+                left,
+                right,
+                kind,
+                on,
+                equi,
+                left_width,
+                right_width,
+            } => {
+                let l = execute(left, txn).await?;
+                let r = execute(right, txn).await?;
+                join(l, r, *kind, on, equi, *left_width, *right_width)?
+            }
+            Node::SetOp {
+                left,
+                right,
+                op,
+                all,
+            } => {
+                let l = execute(left, txn).await?;
+                let r = execute(right, txn).await?;
+                set_op(l, r, *op, *all)
+            }
+        })
+    })
+}
+
+/// A row as a hashable key, with SQL equality for numbers (`1 = 1.0`).
+#[derive(PartialEq, Eq, Hash, Clone)]
+struct RowKey(Vec<u8>);
+
+impl RowKey {
+    fn of(row: &[Datum]) -> RowKey {
+        let mut out = Vec::new();
+        for d in row {
+            let normalized = match d {
+                Datum::Int(i) => Datum::Decimal((*i).into()),
+                Datum::Json(j) => Datum::String(j.to_string()),
+                other => other.clone(),
+            };
+            if encode_key_datum(&normalized, &mut out).is_err() {
+                out.extend_from_slice(d.to_string().as_bytes());
+            }
+        }
+        RowKey(out)
+    }
+}
+
+fn join(
+    left: Vec<Row>,
+    right: Vec<Row>,
+    kind: JoinKind,
+    on: &Option<Expr>,
+    equi: &[(Expr, Expr)],
+    left_width: usize,
+    right_width: usize,
+) -> Result<Vec<Row>> {
+    let mut out = Vec::new();
+    let mut right_matched = vec![false; right.len()];
+    // With equality keys, probe a hash table of the right side instead of every pair.
+    let index: Option<HashMap<RowKey, Vec<usize>>> = if equi.is_empty() {
+        None
+    } else {
+        let mut m: HashMap<RowKey, Vec<usize>> = HashMap::new();
+        for (i, r) in right.iter().enumerate() {
+            let k = equi
+                .iter()
+                .map(|(_, e)| e.eval(r))
+                .collect::<Result<Vec<_>>>()?;
+            if k.iter().any(Datum::is_null) {
+                continue;
+            }
+            m.entry(RowKey::of(&k)).or_default().push(i);
+        }
+        Some(m)
+    };
+    let all: Vec<usize> = (0..right.len()).collect();
+    for l in &left {
+        let mut matched = false;
+        let candidates: &[usize] = match &index {
+            Some(m) => {
+                let k = equi
+                    .iter()
+                    .map(|(e, _)| e.eval(l))
+                    .collect::<Result<Vec<_>>>()?;
+                if k.iter().any(Datum::is_null) {
+                    &[]
+                } else {
+                    m.get(&RowKey::of(&k)).map(|v| v.as_slice()).unwrap_or(&[])
+                }
+            }
+            None => &all,
+        };
+        for &ri in candidates {
+            let mut row = l.clone();
+            row.extend(right[ri].iter().cloned());
+            if passes(on, &row)? {
+                matched = true;
+                right_matched[ri] = true;
+                out.push(row);
+            }
+        }
+        if !matched && matches!(kind, JoinKind::Left | JoinKind::Full) {
+            let mut row = l.clone();
+            row.extend(std::iter::repeat_n(Datum::Null, right_width));
+            out.push(row);
+        }
+    }
+    if matches!(kind, JoinKind::Right | JoinKind::Full) {
+        for (ri, r) in right.into_iter().enumerate() {
+            if !right_matched[ri] {
+                let mut row = vec![Datum::Null; left_width];
+                row.extend(r);
+                out.push(row);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn set_op(left: Vec<Row>, right: Vec<Row>, op: SetOp, all: bool) -> Vec<Row> {
+    let mut counts: HashMap<RowKey, usize> = HashMap::new();
+    for r in &right {
+        *counts.entry(RowKey::of(r)).or_default() += 1;
+    }
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    match op {
+        SetOp::Union => {
+            for r in left.into_iter().chain(right) {
+                if all || seen.insert(RowKey::of(&r)) {
+                    out.push(r);
+                }
+            }
+        }
+        SetOp::Intersect | SetOp::Except => {
+            for r in left {
+                let k = RowKey::of(&r);
+                let c = counts.get_mut(&k);
+                let present = c.as_ref().is_some_and(|c| **c > 0);
+                let keep = (op == SetOp::Intersect) == present;
+                if all {
+                    if keep {
+                        out.push(r);
+                    }
+                    if present {
+                        if let Some(c) = c {
+                            *c -= 1;
+                        }
+                    }
+                } else if keep && seen.insert(k) {
+                    out.push(r);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Accumulated state of one aggregate in one group.
+#[derive(Clone)]
+enum Acc {
+    Count(i64),
+    Sum(Option<Datum>),
+    Avg(Option<Datum>, i64),
+    MinMax(Option<Datum>),
+    StringAgg(Option<String>),
+    Bool(Option<bool>),
+}
+
+fn aggregate(rows: Vec<Row>, group_by: &[Expr], aggs: &[Aggregate]) -> Result<Vec<Row>> {
+    let mut groups: HashMap<RowKey, usize> = HashMap::new();
+    let mut states: Vec<(Row, Vec<Acc>, Vec<HashSet<RowKey>>)> = Vec::new();
+    let fresh = || {
+        aggs.iter()
+            .map(|a| match a.func {
+                AggFunc::CountStar | AggFunc::Count => Acc::Count(0),
+                AggFunc::Sum => Acc::Sum(None),
+                AggFunc::Avg => Acc::Avg(None, 0),
+                AggFunc::Min | AggFunc::Max => Acc::MinMax(None),
+                AggFunc::StringAgg => Acc::StringAgg(None),
+                AggFunc::BoolAnd | AggFunc::BoolOr => Acc::Bool(None),
+            })
+            .collect::<Vec<_>>()
+    };
+    for row in &rows {
+        let key = group_by
+            .iter()
+            .map(|e| e.eval(row))
+            .collect::<Result<Row>>()?;
+        let idx = *groups.entry(RowKey::of(&key)).or_insert_with(|| {
+            states.push((key, fresh(), vec![HashSet::new(); aggs.len()]));
+            states.len() - 1
+        });
+        let (_, accs, distinct) = &mut states[idx];
+        for (i, a) in aggs.iter().enumerate() {
+            let vals = a
+                .args
+                .iter()
+                .map(|e| e.eval(row))
+                .collect::<Result<Vec<_>>>()?;
+            if a.func != AggFunc::CountStar && vals.first().is_none_or(Datum::is_null) {
+                continue;
+            }
+            if a.distinct && !distinct[i].insert(RowKey::of(&vals[..1])) {
+                continue;
+            }
+            accumulate(&mut accs[i], a.func, vals)?;
+        }
+    }
+    if states.is_empty() && group_by.is_empty() {
+        states.push((Vec::new(), fresh(), Vec::new()));
+    }
+    states
+        .into_iter()
+        .map(|(mut key, accs, _)| {
+            for acc in accs {
+                key.push(finish(acc)?);
+            }
+            Ok(key)
+        })
+        .collect()
+}
+
+fn accumulate(acc: &mut Acc, func: AggFunc, mut vals: Vec<Datum>) -> Result<()> {
+    use crate::expr::{binary, BinOp};
+    let v = if vals.is_empty() {
+        Datum::Null
+    } else {
+        vals.swap_remove(0)
+    };
+    match acc {
+        Acc::Count(n) => *n += 1,
+        Acc::Sum(s) => {
+            let v = match v {
+                Datum::Int(i) => Datum::Decimal(i.into()),
+                other => other,
+            };
+            *s = Some(match s.take() {
+                None => v,
+                Some(cur) => binary(BinOp::Add, cur, v)?,
+            });
+        }
+        Acc::Avg(s, n) => {
+            let v = match v {
+                Datum::Int(i) => Datum::Decimal(i.into()),
+                other => other,
+            };
+            *s = Some(match s.take() {
+                None => v,
+                Some(cur) => binary(BinOp::Add, cur, v)?,
+            });
+            *n += 1;
+        }
+        Acc::MinMax(m) => {
+            let better = match m {
+                None => true,
+                Some(cur) => {
+                    let o = v.sort_cmp(cur);
+                    if func == AggFunc::Min {
+                        o.is_lt()
+                    } else {
+                        o.is_gt()
+                    }
+                }
+            };
+            if better {
+                *m = Some(v);
+            }
+        }
+        Acc::StringAgg(s) => {
+            let sep = vals
+                .first()
+                .and_then(|d| d.to_pg_text())
+                .unwrap_or_default();
+            let text = v.to_pg_text().unwrap_or_default();
+            *s = Some(match s.take() {
+                None => text,
+                Some(cur) => cur + &sep + &text,
+            });
+        }
+        Acc::Bool(b) => {
+            let x = v.truth()?.unwrap_or(false);
+            *b = Some(match (*b, func) {
+                (None, _) => x,
+                (Some(c), AggFunc::BoolAnd) => c && x,
+                (Some(c), _) => c || x,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn finish(acc: Acc) -> Result<Datum> {
+    Ok(match acc {
+        Acc::Count(n) => Datum::Int(n),
+        Acc::Sum(s) => s.unwrap_or(Datum::Null),
+        Acc::Avg(None, _) => Datum::Null,
+        Acc::Avg(Some(s), n) => match s {
+            Datum::Decimal(d) => Datum::Decimal(crate::functions::decimal_avg(d, n)?),
+            Datum::Float(f) => Datum::Float(f / n as f64),
+            Datum::Interval(i) => Datum::Interval(crate::types::Interval {
+                months: i.months / n as i32,
+                days: i.days / n as i32,
+                micros: i.micros / n,
+            }),
+            other => {
+                return Err(Error::DatatypeMismatch(format!(
+                    "cannot average {}",
+                    other.natural_type()
+                )))
+            }
+        },
+        Acc::MinMax(m) => m.unwrap_or(Datum::Null),
+        Acc::StringAgg(s) => s.map(Datum::String).unwrap_or(Datum::Null),
+        Acc::Bool(b) => b.map(Datum::Bool).unwrap_or(Datum::Null),
+    })
+}

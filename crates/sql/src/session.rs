@@ -1,0 +1,1115 @@
+//! A SQL session: its current database, its settings and its transaction.
+//!
+//! [`Session::execute`] runs one statement and returns what the client should see. Outside
+//! an explicit transaction every statement runs in its own transaction (autocommit), retried
+//! here when the transaction layer asks for a retry — the client never sees those retries,
+//! because nothing of the statement's result has been sent yet. Inside `BEGIN … COMMIT` a
+//! retryable error goes to the client (SQLSTATE 40001), which retries the whole transaction.
+//!
+//! Transaction states follow Postgres: after an error inside a transaction, every statement
+//! but `ROLLBACK` (and `COMMIT`, which rolls back) fails until the transaction ends.
+
+use std::time::Duration;
+
+use sqlparser::ast;
+
+use bini_txn::{Db, Txn};
+
+use crate::catalog::{self, CheckDesc, ColumnDesc, IndexDesc, TableDesc, DEFAULT_DATABASE};
+use crate::dml;
+use crate::error::{Error, Result};
+use crate::plan::{execute, Column, Row};
+use crate::planner::{ident, is_serial, must_table, name_parts, sql_type, table_name, Context};
+use crate::types::{Datum, Type};
+
+/// What a statement returns.
+#[derive(Debug)]
+pub enum Output {
+    /// Rows (SELECT, SHOW, RETURNING): column descriptions and values.
+    Rows {
+        /// Columns.
+        columns: Vec<Column>,
+        /// Rows.
+        rows: Vec<Row>,
+        /// The command tag's verb (`SELECT`, `INSERT`, …).
+        tag: &'static str,
+    },
+    /// A command without rows, with its tag (`CREATE TABLE`, `INSERT 0 3`, …).
+    Command(String),
+    /// `BEGIN` started a transaction.
+    Begin,
+    /// The transaction ended (`COMMIT` or `ROLLBACK`, as the tag says).
+    End(&'static str),
+}
+
+/// Where the session's transaction stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnState {
+    /// No open transaction.
+    Idle,
+    /// In `BEGIN … COMMIT`.
+    Open,
+    /// In a transaction that failed; only ROLLBACK/COMMIT are accepted.
+    Failed,
+}
+
+/// Autocommit statements are retried this many times on retryable errors.
+const AUTO_RETRIES: usize = 20;
+
+/// One client session.
+pub struct Session {
+    db: Db,
+    database: String,
+    user: String,
+    txn: Option<Txn>,
+    failed: bool,
+    settings: Vec<(String, String)>,
+}
+
+impl Session {
+    /// A new session on a node.
+    pub fn new(db: Db, user: &str, database: Option<&str>) -> Self {
+        Session {
+            db,
+            database: database
+                .filter(|d| !d.is_empty())
+                .unwrap_or(DEFAULT_DATABASE)
+                .to_string(),
+            user: user.to_string(),
+            txn: None,
+            failed: false,
+            settings: vec![
+                ("application_name".into(), String::new()),
+                ("timezone".into(), "UTC".into()),
+                ("search_path".into(), "public".into()),
+                ("client_encoding".into(), "UTF8".into()),
+                ("datestyle".into(), "ISO, MDY".into()),
+                ("standard_conforming_strings".into(), "on".into()),
+                ("transaction_isolation".into(), "serializable".into()),
+            ],
+        }
+    }
+
+    /// The current database.
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    /// The session's user.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// The transaction state.
+    pub fn txn_state(&self) -> TxnState {
+        match (&self.txn, self.failed) {
+            (None, _) => TxnState::Idle,
+            (Some(_), false) => TxnState::Open,
+            (Some(_), true) => TxnState::Failed,
+        }
+    }
+
+    /// Parses a string of statements.
+    pub fn parse(sql: &str) -> Result<Vec<ast::Statement>> {
+        // UPSERT is CockroachDB's INSERT … ON CONFLICT (pk) DO UPDATE of every given column.
+        let dialect = sqlparser::dialect::PostgreSqlDialect {};
+        Ok(sqlparser::parser::Parser::parse_sql(&dialect, sql)?)
+    }
+
+    /// Runs a string of statements (the simple query protocol), stopping at the first error.
+    pub async fn execute_sql(&mut self, sql: &str) -> Vec<Result<Output>> {
+        let (sql, upsert) = rewrite_upsert(sql);
+        let stmts = match Self::parse(&sql) {
+            Ok(s) => s,
+            Err(e) => {
+                if self.txn.is_some() {
+                    self.failed = true;
+                }
+                return vec![Err(e)];
+            }
+        };
+        let mut out = Vec::new();
+        for s in &stmts {
+            let r = self.execute(s, &[], upsert).await;
+            let failed = r.is_err();
+            out.push(r);
+            if failed {
+                break;
+            }
+        }
+        out
+    }
+
+    /// Runs one parsed statement with parameter values.
+    pub async fn execute(
+        &mut self,
+        stmt: &ast::Statement,
+        params: &[Datum],
+        upsert: bool,
+    ) -> Result<Output> {
+        use ast::Statement as S;
+        match stmt {
+            S::StartTransaction { .. } => {
+                if self.txn.is_some() {
+                    // Postgres warns and carries on.
+                    return Ok(Output::Command("BEGIN".into()));
+                }
+                self.txn = Some(self.db.begin());
+                self.failed = false;
+                return Ok(Output::Begin);
+            }
+            S::Commit { .. } => {
+                let Some(mut txn) = self.txn.take() else {
+                    return Ok(Output::End("COMMIT"));
+                };
+                if self.failed {
+                    self.failed = false;
+                    let _ = txn.rollback().await;
+                    return Ok(Output::End("ROLLBACK"));
+                }
+                txn.commit().await?;
+                return Ok(Output::End("COMMIT"));
+            }
+            S::Rollback {
+                savepoint: None, ..
+            } => {
+                if let Some(mut txn) = self.txn.take() {
+                    let _ = txn.rollback().await;
+                }
+                self.failed = false;
+                return Ok(Output::End("ROLLBACK"));
+            }
+            S::Rollback {
+                savepoint: Some(_), ..
+            }
+            | S::Savepoint { .. }
+            | S::ReleaseSavepoint { .. } => {
+                return self.fail(Err(Error::FeatureNotSupported("savepoints".into())));
+            }
+            _ => {}
+        }
+        if self.failed {
+            return Err(Error::InFailedTransaction);
+        }
+        if let Some(out) = self.session_statement(stmt).await? {
+            return Ok(out);
+        }
+        if let Some(mut txn) = self.txn.take() {
+            let r = self.run(&mut txn, stmt, params, upsert).await;
+            self.txn = Some(txn);
+            return self.fail(r);
+        }
+        // Autocommit, with transparent retries.
+        let mut attempt = 0;
+        loop {
+            let mut txn = self.db.begin();
+            let r = match self.run(&mut txn, stmt, params, upsert).await {
+                Ok(out) => txn.commit().await.map(|_| out).map_err(Error::from),
+                Err(e) => {
+                    let _ = txn.rollback().await;
+                    Err(e)
+                }
+            };
+            match r {
+                Err(e) if e.is_retryable() && attempt < AUTO_RETRIES => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(2 << attempt.min(6))).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The result columns a statement would have (for Describe), without running it.
+    pub async fn describe(
+        &mut self,
+        stmt: &ast::Statement,
+        params: &[Datum],
+    ) -> Result<Vec<Column>> {
+        use ast::Statement as S;
+        let returning = match stmt {
+            S::Query(_) => true,
+            S::Insert(i) => i.returning.is_some(),
+            S::Update(u) => u.returning.is_some(),
+            S::Delete(d) => d.returning.is_some(),
+            S::ShowVariable { .. }
+            | S::ShowDatabases { .. }
+            | S::ShowTables { .. }
+            | S::ShowColumns { .. }
+            | S::ShowCreate { .. }
+            | S::Explain { .. } => true,
+            _ => false,
+        };
+        if !returning {
+            return Ok(Vec::new());
+        }
+        // Plan (or, for statements with side effects, run) in a transaction that is rolled
+        // back: only the columns are kept.
+        let mut txn = self.db.begin();
+        let r = match stmt {
+            S::Query(q) => {
+                let now = chrono::Utc::now();
+                let mut ctx = Context {
+                    txn: &mut txn,
+                    database: self.database.clone(),
+                    params,
+                    now,
+                    ctes: Vec::new(),
+                };
+                ctx.plan_query(q).await.map(|p| p.columns)
+            }
+            _ => match self.run(&mut txn, stmt, params, false).await {
+                Ok(Output::Rows { columns, .. }) => Ok(columns),
+                Ok(_) => Ok(Vec::new()),
+                Err(e) => Err(e),
+            },
+        };
+        let _ = txn.rollback().await;
+        r
+    }
+
+    fn fail<T>(&mut self, r: Result<T>) -> Result<T> {
+        if r.is_err() && self.txn.is_some() {
+            self.failed = true;
+        }
+        r
+    }
+
+    /// Statements about the session itself (no transaction needed).
+    async fn session_statement(&mut self, stmt: &ast::Statement) -> Result<Option<Output>> {
+        use ast::Statement as S;
+        Ok(Some(match stmt {
+            S::Set(ast::Set::SingleAssignment {
+                variable, values, ..
+            }) => {
+                let name = variable.to_string().to_lowercase();
+                let value = match values.first() {
+                    Some(ast::Expr::Value(v)) => match &v.value {
+                        ast::Value::SingleQuotedString(s) => s.clone(),
+                        other => other.to_string(),
+                    },
+                    Some(ast::Expr::Identifier(i)) => ident(i),
+                    Some(other) => other.to_string(),
+                    None => String::new(),
+                };
+                self.set(&name, value).await?;
+                Output::Command("SET".into())
+            }
+            S::Set(ast::Set::SetTimeZone { value, .. }) => {
+                let v = value.to_string().trim_matches('\'').to_string();
+                self.set("timezone", v).await?;
+                Output::Command("SET".into())
+            }
+            S::Set(ast::Set::SetTransaction { .. }) => Output::Command("SET".into()),
+            S::Set(ast::Set::SetNames { .. }) => Output::Command("SET".into()),
+            S::Use(ast::Use::Object(n)) | S::Use(ast::Use::Database(n)) => {
+                let name = name_parts(n).pop().unwrap_or_default();
+                self.set("database", name).await?;
+                Output::Command("SET".into())
+            }
+            S::ShowVariable { variable } => {
+                let name = variable
+                    .iter()
+                    .map(ident)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    .replace("time zone", "timezone");
+                let value = match name.as_str() {
+                    "database" => self.database.clone(),
+                    "server_version" => crate::SERVER_VERSION.to_string(),
+                    "is_superuser" => "on".into(),
+                    "session_user" | "current_user" => self.user.clone(),
+                    n => self
+                        .settings
+                        .iter()
+                        .find(|(k, _)| k == n)
+                        .map(|(_, v)| v.clone())
+                        .ok_or_else(|| {
+                            Error::InvalidParameterValue(format!(
+                                "unrecognized configuration parameter \"{n}\""
+                            ))
+                        })?,
+                };
+                Output::Rows {
+                    columns: vec![Column {
+                        name: name.replace(' ', "_"),
+                        table: None,
+                        ty: Type::TEXT,
+                        hidden: false,
+                    }],
+                    rows: vec![vec![Datum::String(value)]],
+                    tag: "SHOW",
+                }
+            }
+            _ => return Ok(None),
+        }))
+    }
+
+    async fn set(&mut self, name: &str, value: String) -> Result<()> {
+        if name == "database" {
+            let mut txn = self.db.begin();
+            let exists = catalog::database(&mut txn, &value).await;
+            let _ = txn.rollback().await;
+            if exists?.is_none() {
+                return Err(Error::UndefinedDatabase(value));
+            }
+            self.database = value;
+            return Ok(());
+        }
+        match self.settings.iter_mut().find(|(k, _)| k == name) {
+            Some((_, v)) => *v = value,
+            None => self.settings.push((name.to_string(), value)),
+        }
+        Ok(())
+    }
+
+    async fn run(
+        &mut self,
+        txn: &mut Txn,
+        stmt: &ast::Statement,
+        params: &[Datum],
+        upsert: bool,
+    ) -> Result<Output> {
+        use ast::Statement as S;
+        let now = {
+            let ts = txn.read_timestamp();
+            chrono::DateTime::from_timestamp_nanos(ts.wall as i64)
+        };
+        let mut ctx = Context {
+            txn,
+            database: self.database.clone(),
+            params,
+            now,
+            ctes: Vec::new(),
+        };
+        match stmt {
+            S::Query(q) => {
+                let planned = ctx.plan_query(q).await?;
+                let rows = execute(&planned.node, ctx.txn).await?;
+                Ok(Output::Rows {
+                    columns: planned.columns,
+                    rows,
+                    tag: "SELECT",
+                })
+            }
+            S::Insert(ins) => {
+                let r = dml::insert(&mut ctx, ins, self.db.node_id(), upsert).await?;
+                Ok(dml_output(r, if upsert { "UPSERT" } else { "INSERT" }))
+            }
+            S::Update(u) => Ok(dml_output(dml::update(&mut ctx, u).await?, "UPDATE")),
+            S::Delete(d) => Ok(dml_output(dml::delete(&mut ctx, d).await?, "DELETE")),
+            S::CreateDatabase {
+                db_name,
+                if_not_exists,
+                ..
+            } => {
+                let name = name_parts(db_name).pop().unwrap_or_default();
+                catalog::create_database(&self.db, ctx.txn, &name, *if_not_exists).await?;
+                Ok(Output::Command("CREATE DATABASE".into()))
+            }
+            S::CreateTable(ct) => {
+                self.create_table(&mut ctx, ct).await?;
+                Ok(Output::Command("CREATE TABLE".into()))
+            }
+            S::CreateIndex(ci) => {
+                self.create_index(&mut ctx, ci).await?;
+                Ok(Output::Command("CREATE INDEX".into()))
+            }
+            S::Drop {
+                object_type,
+                if_exists,
+                names,
+                ..
+            } => self.drop(&mut ctx, *object_type, *if_exists, names).await,
+            S::AlterTable(at) => {
+                self.alter_table(&mut ctx, at).await?;
+                Ok(Output::Command("ALTER TABLE".into()))
+            }
+            S::ShowDatabases { .. } => {
+                let dbs = catalog::databases(ctx.txn).await?;
+                Ok(text_rows(
+                    &["database_name"],
+                    dbs.into_iter().map(|d| vec![d.name]).collect(),
+                ))
+            }
+            S::ShowTables { show_options, .. } => {
+                let db = match show_options
+                    .show_in
+                    .as_ref()
+                    .and_then(|s| s.parent_name.as_ref())
+                {
+                    Some(n) => name_parts(n).pop().unwrap_or_default(),
+                    None => self.database.clone(),
+                };
+                let dbd = catalog::must_database(ctx.txn, &db).await?;
+                let tables = catalog::tables(ctx.txn, dbd.id).await?;
+                Ok(text_rows(
+                    &["schema_name", "table_name", "type"],
+                    tables
+                        .into_iter()
+                        .map(|t| vec!["public".into(), t.name, "table".into()])
+                        .collect(),
+                ))
+            }
+            S::ShowColumns { show_options, .. } => {
+                let Some(n) = show_options
+                    .show_in
+                    .as_ref()
+                    .and_then(|s| s.parent_name.as_ref())
+                else {
+                    return Err(Error::Syntax("SHOW COLUMNS needs FROM <table>".into()));
+                };
+                let t = must_table(&mut ctx, n).await?;
+                let pk: Vec<usize> = t.primary_positions();
+                Ok(Output::Rows {
+                    columns: ["column_name", "data_type", "is_nullable", "column_default"]
+                        .iter()
+                        .map(|n| text_column(n))
+                        .chain(std::iter::once(Column {
+                            name: "is_primary_key".into(),
+                            table: None,
+                            ty: Type::Bool,
+                            hidden: false,
+                        }))
+                        .collect(),
+                    rows: t
+                        .columns
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, c)| !c.hidden)
+                        .map(|(i, c)| {
+                            vec![
+                                Datum::String(c.name.clone()),
+                                Datum::String(c.ty.name()),
+                                Datum::Bool(c.nullable),
+                                c.default.clone().map(Datum::String).unwrap_or(Datum::Null),
+                                Datum::Bool(pk.contains(&i)),
+                            ]
+                        })
+                        .collect(),
+                    tag: "SHOW",
+                })
+            }
+            S::ShowCreate { obj_name, .. } => {
+                let t = must_table(&mut ctx, obj_name).await?;
+                Ok(text_rows(
+                    &["table_name", "create_statement"],
+                    vec![vec![t.name.clone(), show_create(&t)]],
+                ))
+            }
+            S::Explain { statement, .. } => {
+                let S::Query(q) = &**statement else {
+                    return Err(Error::FeatureNotSupported(
+                        "EXPLAIN of this statement".into(),
+                    ));
+                };
+                let planned = ctx.plan_query(q).await?;
+                let mut lines = Vec::new();
+                explain(&planned.node, 0, &mut lines);
+                Ok(text_rows(
+                    &["info"],
+                    lines.into_iter().map(|l| vec![l]).collect(),
+                ))
+            }
+            S::Truncate(t) => {
+                for target in &t.table_names {
+                    let desc = must_table(&mut ctx, &target.name).await?;
+                    let (start, end) = desc.primary_span();
+                    catalog::delete_span(ctx.txn, &start, &end).await?;
+                    for idx in &desc.indexes {
+                        let p = crate::encoding::index_prefix(desc.id, idx.id);
+                        catalog::delete_span(ctx.txn, &p, &crate::encoding::prefix_end(&p)).await?;
+                    }
+                }
+                Ok(Output::Command("TRUNCATE".into()))
+            }
+            other => Err(Error::FeatureNotSupported(format!(
+                "statement {}",
+                other
+                    .to_string()
+                    .split_whitespace()
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ))),
+        }
+    }
+
+    async fn create_table(&self, ctx: &mut Context<'_>, ct: &ast::CreateTable) -> Result<()> {
+        if let Some(q) = &ct.query {
+            let _ = q;
+            return Err(Error::FeatureNotSupported("CREATE TABLE … AS".into()));
+        }
+        let (dbname, name) = table_name(&ctx.database, &ct.name)?;
+        let dbd = catalog::must_database(ctx.txn, &dbname).await?;
+        if catalog::table(ctx.txn, dbd.id, &name).await?.is_some() {
+            if ct.if_not_exists {
+                return Ok(());
+            }
+            return Err(Error::DuplicateTable(name));
+        }
+        let mut columns: Vec<ColumnDesc> = Vec::new();
+        let mut pk: Option<Vec<String>> = None;
+        let mut uniques: Vec<(Option<String>, Vec<String>)> = Vec::new();
+        let mut checks = Vec::new();
+        for (i, c) in ct.columns.iter().enumerate() {
+            let cname = ident(&c.name);
+            if columns.iter().any(|x| x.name == cname) {
+                return Err(Error::DuplicateColumn(cname));
+            }
+            let ty = sql_type(&c.data_type)?;
+            let mut col = ColumnDesc {
+                id: i as u32 + 1,
+                name: cname.clone(),
+                ty,
+                nullable: true,
+                default: is_serial(&c.data_type).then(|| "unique_rowid()".to_string()),
+                hidden: false,
+            };
+            if is_serial(&c.data_type) {
+                col.nullable = false;
+            }
+            for opt in &c.options {
+                match &opt.option {
+                    ast::ColumnOption::Null => col.nullable = true,
+                    ast::ColumnOption::NotNull => col.nullable = false,
+                    ast::ColumnOption::Default(e) => {
+                        // Validate now: a default that does not bind fails CREATE TABLE.
+                        let d = ctx.bind(e, &crate::planner::Scope::default()).await?;
+                        crate::expr::cast(d.eval(&[])?, &col.ty)?;
+                        col.default = Some(e.to_string());
+                    }
+                    ast::ColumnOption::PrimaryKey(_) => {
+                        if pk.is_some() {
+                            return Err(Error::InvalidParameterValue(format!(
+                                "multiple primary keys for table \"{name}\" are not allowed"
+                            )));
+                        }
+                        pk = Some(vec![cname.clone()]);
+                    }
+                    ast::ColumnOption::Unique(_) => {
+                        uniques.push((opt.name.as_ref().map(ident), vec![cname.clone()]))
+                    }
+                    ast::ColumnOption::Check(ch) => checks.push(CheckDesc {
+                        name: opt
+                            .name
+                            .as_ref()
+                            .map(ident)
+                            .unwrap_or_else(|| format!("check_{cname}")),
+                        expr: ch.expr.to_string(),
+                    }),
+                    other => {
+                        return Err(Error::FeatureNotSupported(format!("column option {other}")))
+                    }
+                }
+            }
+            columns.push(col);
+        }
+        let index_cols = |cols: &[ast::IndexColumn]| -> Result<Vec<String>> {
+            cols.iter()
+                .map(|ic| match &ic.column.expr {
+                    ast::Expr::Identifier(i) => Ok(ident(i)),
+                    other => Err(Error::FeatureNotSupported(format!("index on {other}"))),
+                })
+                .collect()
+        };
+        for c in &ct.constraints {
+            match c {
+                ast::TableConstraint::PrimaryKey(p) => {
+                    if pk.is_some() {
+                        return Err(Error::InvalidParameterValue(format!(
+                            "multiple primary keys for table \"{name}\" are not allowed"
+                        )));
+                    }
+                    pk = Some(index_cols(&p.columns)?);
+                }
+                ast::TableConstraint::Unique(u) => {
+                    uniques.push((u.name.as_ref().map(ident), index_cols(&u.columns)?))
+                }
+                ast::TableConstraint::Check(ch) => checks.push(CheckDesc {
+                    name: ch
+                        .name
+                        .as_ref()
+                        .map(ident)
+                        .unwrap_or_else(|| format!("check{}", checks.len() + 1)),
+                    expr: ch.expr.to_string(),
+                }),
+                other => return Err(Error::FeatureNotSupported(format!("constraint {other}"))),
+            }
+        }
+        let ids_of = |names: &[String], columns: &[ColumnDesc]| -> Result<Vec<u32>> {
+            names
+                .iter()
+                .map(|n| {
+                    columns
+                        .iter()
+                        .find(|c| &c.name == n)
+                        .map(|c| c.id)
+                        .ok_or_else(|| Error::UndefinedColumn(n.clone()))
+                })
+                .collect()
+        };
+        let pk_ids = match &pk {
+            Some(names) => {
+                let ids = ids_of(names, &columns)?;
+                for c in columns.iter_mut().filter(|c| ids.contains(&c.id)) {
+                    if !c.ty.is_indexable() {
+                        return Err(Error::FeatureNotSupported(format!(
+                            "column {} of type {} cannot be a primary key",
+                            c.name, c.ty
+                        )));
+                    }
+                    c.nullable = false;
+                }
+                ids
+            }
+            None => {
+                let id = columns.len() as u32 + 1;
+                columns.push(ColumnDesc {
+                    id,
+                    name: "rowid".into(),
+                    ty: Type::Int8,
+                    nullable: false,
+                    default: Some("unique_rowid()".into()),
+                    hidden: true,
+                });
+                vec![id]
+            }
+        };
+        let mut indexes = Vec::new();
+        for (i, (iname, cols)) in uniques.iter().enumerate() {
+            indexes.push(IndexDesc {
+                id: i as u32 + 2,
+                name: iname
+                    .clone()
+                    .unwrap_or_else(|| format!("{name}_{}_key", cols.join("_"))),
+                unique: true,
+                columns: ids_of(cols, &columns)?,
+            });
+        }
+        let desc = TableDesc {
+            id: catalog::allocate_id(&self.db).await?,
+            parent_id: dbd.id,
+            name: name.clone(),
+            version: 1,
+            next_column_id: columns.len() as u32 + 1,
+            columns,
+            primary: IndexDesc {
+                id: 1,
+                name: format!("{name}_pkey"),
+                unique: true,
+                columns: pk_ids,
+            },
+            next_index_id: indexes.len() as u32 + 2,
+            indexes,
+            checks,
+        };
+        catalog::create_table(ctx.txn, &desc).await
+    }
+
+    async fn create_index(&self, ctx: &mut Context<'_>, ci: &ast::CreateIndex) -> Result<()> {
+        let mut table = must_table(ctx, &ci.table_name).await?;
+        let cols: Vec<String> = ci
+            .columns
+            .iter()
+            .map(|ic| match &ic.column.expr {
+                ast::Expr::Identifier(i) => Ok(ident(i)),
+                other => Err(Error::FeatureNotSupported(format!("index on {other}"))),
+            })
+            .collect::<Result<_>>()?;
+        let name = match &ci.name {
+            Some(n) => name_parts(n).pop().unwrap_or_default(),
+            None => format!("{}_{}_idx", table.name, cols.join("_")),
+        };
+        if table.index(&name).is_some() {
+            if ci.if_not_exists {
+                return Ok(());
+            }
+            return Err(Error::DuplicateTable(name));
+        }
+        let mut ids = Vec::new();
+        for c in &cols {
+            let i = table
+                .column_index(c)
+                .ok_or_else(|| Error::UndefinedColumn(c.clone()))?;
+            if !table.columns[i].ty.is_indexable() {
+                return Err(Error::FeatureNotSupported(format!(
+                    "column {c} of type {} cannot be indexed",
+                    table.columns[i].ty
+                )));
+            }
+            ids.push(table.columns[i].id);
+        }
+        let idx = IndexDesc {
+            id: table.next_index_id,
+            name,
+            unique: ci.unique,
+            columns: ids,
+        };
+        table.next_index_id += 1;
+        dml::backfill_index(ctx, &table, &idx).await?;
+        table.indexes.push(idx);
+        let old = table.name.clone();
+        catalog::update_table(ctx.txn, &old, &mut table).await
+    }
+
+    async fn drop(
+        &mut self,
+        ctx: &mut Context<'_>,
+        kind: ast::ObjectType,
+        if_exists: bool,
+        names: &[ast::ObjectName],
+    ) -> Result<Output> {
+        for n in names {
+            match kind {
+                ast::ObjectType::Database => {
+                    let name = name_parts(n).pop().unwrap_or_default();
+                    match catalog::database(ctx.txn, &name).await? {
+                        Some(d) => {
+                            if d.name == self.database {
+                                self.database = DEFAULT_DATABASE.into();
+                            }
+                            catalog::drop_database(ctx.txn, &d).await?
+                        }
+                        None if if_exists => {}
+                        None => return Err(Error::UndefinedDatabase(name)),
+                    }
+                }
+                ast::ObjectType::Table => match must_table(ctx, n).await {
+                    Ok(t) => catalog::drop_table(ctx.txn, &t).await?,
+                    Err(Error::UndefinedTable(_)) if if_exists => {}
+                    Err(e) => return Err(e),
+                },
+                ast::ObjectType::Index => {
+                    // `DROP INDEX [table@]name`: look through the database's tables.
+                    let name = name_parts(n).pop().unwrap_or_default();
+                    let dbd = catalog::must_database(ctx.txn, &ctx.database.clone()).await?;
+                    let mut found = false;
+                    for mut t in catalog::tables(ctx.txn, dbd.id).await? {
+                        if let Some(pos) = t.indexes.iter().position(|i| i.name == name) {
+                            let idx = t.indexes.remove(pos);
+                            let p = crate::encoding::index_prefix(t.id, idx.id);
+                            catalog::delete_span(ctx.txn, &p, &crate::encoding::prefix_end(&p))
+                                .await?;
+                            let old = t.name.clone();
+                            catalog::update_table(ctx.txn, &old, &mut t).await?;
+                            found = true;
+                            break;
+                        }
+                    }
+                    if !found && !if_exists {
+                        return Err(Error::UndefinedIndex(name));
+                    }
+                }
+                other => return Err(Error::FeatureNotSupported(format!("DROP {other}"))),
+            }
+        }
+        Ok(Output::Command(format!(
+            "DROP {}",
+            match kind {
+                ast::ObjectType::Database => "DATABASE",
+                ast::ObjectType::Index => "INDEX",
+                _ => "TABLE",
+            }
+        )))
+    }
+
+    async fn alter_table(&self, ctx: &mut Context<'_>, at: &ast::AlterTable) -> Result<()> {
+        let mut table = match must_table(ctx, &at.name).await {
+            Ok(t) => t,
+            Err(Error::UndefinedTable(_)) if at.if_exists => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let old_name = table.name.clone();
+        for op in &at.operations {
+            match op {
+                ast::AlterTableOperation::AddColumn {
+                    column_def,
+                    if_not_exists,
+                    ..
+                } => {
+                    let name = ident(&column_def.name);
+                    if table.column_index(&name).is_some() {
+                        if *if_not_exists {
+                            continue;
+                        }
+                        return Err(Error::DuplicateColumn(name));
+                    }
+                    let mut col = ColumnDesc {
+                        id: table.next_column_id,
+                        name,
+                        ty: sql_type(&column_def.data_type)?,
+                        nullable: true,
+                        default: None,
+                        hidden: false,
+                    };
+                    for opt in &column_def.options {
+                        match &opt.option {
+                            ast::ColumnOption::Null => col.nullable = true,
+                            ast::ColumnOption::NotNull => col.nullable = false,
+                            ast::ColumnOption::Default(e) => col.default = Some(e.to_string()),
+                            other => {
+                                return Err(Error::FeatureNotSupported(format!(
+                                    "ADD COLUMN with {other}"
+                                )))
+                            }
+                        }
+                    }
+                    // Existing rows take the default; write it into them so reads stay simple.
+                    let default = match &col.default {
+                        Some(d) => {
+                            let e = ctx
+                                .bind(&dml::parse_expr(d)?, &crate::planner::Scope::default())
+                                .await?;
+                            crate::expr::cast(e.eval(&[])?, &col.ty)?
+                        }
+                        None => Datum::Null,
+                    };
+                    let rows = crate::plan::scan_table(ctx.txn, &table, None, &None, None).await?;
+                    if default.is_null() && !col.nullable && !rows.is_empty() {
+                        return Err(Error::NotNullViolation(col.name.clone()));
+                    }
+                    table.next_column_id += 1;
+                    table.columns.push(col);
+                    if !default.is_null() {
+                        let mut writes = Vec::new();
+                        for (key, mut row) in rows {
+                            row.push(default.clone());
+                            let value = crate::encoding::encode_row(
+                                table.columns.iter().zip(&row).map(|(c, d)| (c.id, d)),
+                            );
+                            writes.push(bini_txn::put(&key, &value));
+                        }
+                        if !writes.is_empty() {
+                            ctx.txn.write(writes).await?;
+                        }
+                    }
+                }
+                ast::AlterTableOperation::DropColumn {
+                    column_names,
+                    if_exists,
+                    ..
+                } => {
+                    for n in column_names {
+                        let name = ident(n);
+                        let Some(i) = table.column_index(&name) else {
+                            if *if_exists {
+                                continue;
+                            }
+                            return Err(Error::UndefinedColumn(name));
+                        };
+                        let id = table.columns[i].id;
+                        if table.primary.columns.contains(&id) {
+                            return Err(Error::FeatureNotSupported(
+                                "dropping a primary key column".into(),
+                            ));
+                        }
+                        let dropped: Vec<IndexDesc> = table
+                            .indexes
+                            .iter()
+                            .filter(|x| x.columns.contains(&id))
+                            .cloned()
+                            .collect();
+                        for idx in &dropped {
+                            let p = crate::encoding::index_prefix(table.id, idx.id);
+                            catalog::delete_span(ctx.txn, &p, &crate::encoding::prefix_end(&p))
+                                .await?;
+                        }
+                        table.indexes.retain(|x| !x.columns.contains(&id));
+                        table.columns.remove(i);
+                    }
+                }
+                ast::AlterTableOperation::RenameColumn {
+                    old_column_name,
+                    new_column_name,
+                } => {
+                    let (old, new) = (ident(old_column_name), ident(new_column_name));
+                    if table.column_index(&new).is_some() {
+                        return Err(Error::DuplicateColumn(new));
+                    }
+                    let i = table
+                        .column_index(&old)
+                        .ok_or_else(|| Error::UndefinedColumn(old.clone()))?;
+                    table.columns[i].name = new;
+                }
+                ast::AlterTableOperation::RenameTable { table_name } => {
+                    let n = match table_name {
+                        ast::RenameTableNameKind::As(n) | ast::RenameTableNameKind::To(n) => n,
+                    };
+                    let new = name_parts(n).pop().unwrap_or_default();
+                    if catalog::table(ctx.txn, table.parent_id, &new)
+                        .await?
+                        .is_some()
+                    {
+                        return Err(Error::DuplicateTable(new));
+                    }
+                    table.name = new;
+                }
+                other => return Err(Error::FeatureNotSupported(format!("ALTER TABLE {other}"))),
+            }
+        }
+        catalog::update_table(ctx.txn, &old_name, &mut table).await
+    }
+}
+
+/// `UPSERT INTO` is rewritten to `INSERT INTO` and flagged.
+fn rewrite_upsert(sql: &str) -> (String, bool) {
+    let trimmed = sql.trim_start();
+    if trimmed.len() >= 6 && trimmed[..6].eq_ignore_ascii_case("upsert") {
+        (format!("INSERT{}", &trimmed[6..]), true)
+    } else {
+        (sql.to_string(), false)
+    }
+}
+
+/// Parses SQL for the extended protocol: the statement and whether it was an UPSERT.
+pub fn parse_one(sql: &str) -> Result<(Option<ast::Statement>, bool)> {
+    let (sql, upsert) = rewrite_upsert(sql);
+    let mut stmts = Session::parse(&sql)?;
+    if stmts.len() > 1 {
+        return Err(Error::Syntax(
+            "cannot insert multiple commands into a prepared statement".into(),
+        ));
+    }
+    Ok((stmts.pop(), upsert))
+}
+
+fn dml_output(r: dml::DmlResult, verb: &'static str) -> Output {
+    let tag_verb = if verb == "UPSERT" { "INSERT" } else { verb };
+    match r.returning {
+        Some((columns, rows)) => Output::Rows {
+            columns,
+            rows,
+            tag: tag_verb,
+        },
+        None if tag_verb == "INSERT" => Output::Command(format!("INSERT 0 {}", r.count)),
+        None => Output::Command(format!("{tag_verb} {}", r.count)),
+    }
+}
+
+fn text_column(name: &str) -> Column {
+    Column {
+        name: name.into(),
+        table: None,
+        ty: Type::TEXT,
+        hidden: false,
+    }
+}
+
+fn text_rows(names: &[&str], rows: Vec<Vec<String>>) -> Output {
+    Output::Rows {
+        columns: names.iter().map(|n| text_column(n)).collect(),
+        rows: rows
+            .into_iter()
+            .map(|r| r.into_iter().map(Datum::String).collect())
+            .collect(),
+        tag: "SHOW",
+    }
+}
+
+fn show_create(t: &TableDesc) -> String {
+    let mut parts: Vec<String> = t
+        .columns
+        .iter()
+        .filter(|c| !c.hidden)
+        .map(|c| {
+            let mut s = format!("{} {}", c.name, c.ty.name());
+            if !c.nullable {
+                s.push_str(" NOT NULL");
+            }
+            if let Some(d) = &c.default {
+                s.push_str(&format!(" DEFAULT {d}"));
+            }
+            s
+        })
+        .collect();
+    let names = |ids: &[u32]| {
+        ids.iter()
+            .filter_map(|id| t.columns.iter().find(|c| c.id == *id))
+            .map(|c| c.name.clone())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !t
+        .columns
+        .iter()
+        .any(|c| c.hidden && t.primary.columns.contains(&c.id))
+    {
+        parts.push(format!(
+            "CONSTRAINT {} PRIMARY KEY ({})",
+            t.primary.name,
+            names(&t.primary.columns)
+        ));
+    }
+    for i in &t.indexes {
+        parts.push(format!(
+            "{}INDEX {} ({})",
+            if i.unique { "UNIQUE " } else { "" },
+            i.name,
+            names(&i.columns)
+        ));
+    }
+    for c in &t.checks {
+        parts.push(format!("CONSTRAINT {} CHECK ({})", c.name, c.expr));
+    }
+    format!(
+        "CREATE TABLE {} (\n    {}\n)",
+        t.name,
+        parts.join(",\n    ")
+    )
+}
+
+fn explain(node: &crate::plan::Node, depth: usize, out: &mut Vec<String>) {
+    use crate::plan::Node as N;
+    let pad = "  ".repeat(depth);
+    let line = match node {
+        N::Scan {
+            table,
+            keys,
+            filter,
+            limit,
+        } => {
+            let spans = match keys {
+                Some(k) => format!("{} point lookup(s)", k.len()),
+                None => format!("full scan of {}@{}", table.name, table.primary.name),
+            };
+            format!(
+                "scan {}: {spans}{}{}",
+                table.name,
+                if filter.is_some() { ", filtered" } else { "" },
+                limit.map(|l| format!(", limit {l}")).unwrap_or_default()
+            )
+        }
+        N::Values { rows } => format!("values ({} rows)", rows.len()),
+        N::Rows { rows } => format!("rows ({} rows)", rows.len()),
+        N::Filter { .. } => "filter".into(),
+        N::Project { .. } => "render".into(),
+        N::Aggregate { group_by, .. } => format!("group ({} keys)", group_by.len()),
+        N::Sort { .. } => "sort".into(),
+        N::Limit { limit, offset, .. } => format!("limit {limit:?} offset {offset}"),
+        N::Distinct { .. } => "distinct".into(),
+        N::Join { kind, equi, .. } => format!(
+            "{} {kind:?} join",
+            if equi.is_empty() {
+                "nested loop"
+            } else {
+                "hash"
+            }
+        ),
+        N::SetOp { op, all, .. } => format!("{op:?}{}", if *all { " all" } else { "" }),
+    };
+    out.push(format!("{pad}{line}"));
+    match node {
+        N::Filter { input, .. }
+        | N::Project { input, .. }
+        | N::Aggregate { input, .. }
+        | N::Sort { input, .. }
+        | N::Limit { input, .. }
+        | N::Distinct { input } => explain(input, depth + 1, out),
+        N::Join { left, right, .. } | N::SetOp { left, right, .. } => {
+            explain(left, depth + 1, out);
+            explain(right, depth + 1, out);
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,147 @@
+//! SQL end to end: WALKTHROUGH step 4 on a 3-node cluster of real processes, through
+//! `bini sql` and through `psql`, against each node in turn.
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use bini_e2e::{bini_bin, wait_for, Cluster};
+
+fn bini_sql(addr: &str, args: &[&str]) -> Output {
+    Command::new(bini_bin())
+        .args(["sql", "--insecure", "--host", addr])
+        .args(args)
+        .output()
+        .expect("run bini sql")
+}
+
+fn psql(addr: &str, sql: &str) -> Output {
+    let (host, port) = addr.rsplit_once(':').expect("host:port");
+    Command::new("psql")
+        .args([
+            "-h",
+            host,
+            "-p",
+            port,
+            "-U",
+            "root",
+            "-d",
+            "defaultdb",
+            "-X",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ])
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .expect("run psql (postgresql-client)")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Waits until every node answers SQL (the default database exists once the cluster has
+/// bootstrapped its catalog).
+async fn wait_for_sql(c: &Cluster) {
+    for n in &c.nodes {
+        wait_for(Duration::from_secs(60), "SQL to answer", || async {
+            let out = bini_sql(&n.addr, &["-e", "show databases"]);
+            (out.status.success() && text(&out.stdout).contains("defaultdb")).then_some(())
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn walkthrough_step_4_through_bini_sql_and_psql_on_every_node() {
+    let c = Cluster::start(3, &[]).await;
+    wait_for_sql(&c).await;
+    let first = &c.nodes[0].addr;
+
+    for stmt in [
+        "create database bank",
+        "create table bank.accounts (name varchar(255), balance decimal)",
+        "insert into bank.accounts values ('Andy',100),('Bob',200),('Chris',300)",
+    ] {
+        let out = bini_sql(first, &["-e", stmt]);
+        assert!(
+            out.status.success(),
+            "{stmt}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    }
+    let want = "  name  | balance\n\
+                --------+----------\n  \
+                Andy  |     100\n  \
+                Bob   |     200\n  \
+                Chris |     300\n\
+                (3 rows)\n";
+    for n in &c.nodes {
+        let out = bini_sql(&n.addr, &["-e", "select * from bank.accounts"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), want, "through {}", n.addr);
+
+        let out = psql(&n.addr, "select * from bank.accounts");
+        assert!(out.status.success(), "psql: {}", text(&out.stderr));
+        assert_eq!(
+            text(&out.stdout),
+            "Andy|100\nBob|200\nChris|300\n",
+            "psql through {}",
+            n.addr
+        );
+    }
+
+    // The same session keeps its database; statements on one line run in order.
+    let out = bini_sql(
+        first,
+        &[
+            "-d",
+            "bank",
+            "-e",
+            "update accounts set balance = balance - 50 where name = 'Andy'; \
+             select sum(balance) from accounts",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("550"), "{}", text(&out.stdout));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_carry_a_message_a_sqlstate_and_a_non_zero_exit() {
+    let c = Cluster::start(1, &[]).await;
+    wait_for_sql(&c).await;
+    let addr = &c.nodes[0].addr;
+
+    let out = bini_sql(addr, &["-e", "select * from nope"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("ERROR: relation \"nope\" does not exist"),
+        "{err}"
+    );
+    assert!(err.contains("SQLSTATE: 42P01"), "{err}");
+
+    // A unique violation, through psql: the node says which key.
+    let out = psql(
+        addr,
+        "create table t (id int primary key, v string); insert into t values (1, 'a')",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = psql(addr, "insert into t values (1, 'b')");
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("duplicate key value violates unique constraint"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Bad input never takes the node down: it still answers.
+    let out = psql(addr, "selec 1");
+    assert!(text(&out.stderr).contains("syntax error") || !out.status.success());
+    let out = psql(addr, "select v from t where id = 1");
+    assert_eq!(text(&out.stdout), "a\n");
+}
