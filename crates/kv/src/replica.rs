@@ -64,6 +64,8 @@ pub struct SharedState {
     pub term: u64,
     /// Until when this replica may serve reads as leaseholder.
     pub lease_expiry: Option<Instant>,
+    /// When this replica became leader in the current term (its lease's start).
+    pub leader_since: Option<Instant>,
     /// Applied index.
     pub applied_index: u64,
     /// Approximate bytes of data in the range.
@@ -135,6 +137,8 @@ pub(crate) struct Replica {
     pub initialized: bool,
     pending: BTreeMap<u64, Pending>,
     leader_since: Option<Instant>,
+    /// The term `leader_since` belongs to.
+    leader_term: u64,
     lease_expiry: Option<Instant>,
     /// While set, the lease may not be extended (a leadership transfer is under way).
     lease_blocked_until: Option<Instant>,
@@ -330,6 +334,7 @@ impl Replica {
             initialized,
             pending: BTreeMap::new(),
             leader_since: None,
+            leader_term: 0,
             lease_expiry: None,
             lease_blocked_until: None,
             lease_duration: config.lease_duration(),
@@ -350,8 +355,9 @@ impl Replica {
     /// Reacts to a change of Raft role or leader.
     pub fn on_soft_state(&mut self, leader: u64, role: StateRole) {
         if role == StateRole::Leader {
-            if self.leader_since.is_none() {
+            if self.leader_since.is_none() || self.leader_term != self.raw.raft.term {
                 self.leader_since = Some(Instant::now());
+                self.leader_term = self.raw.raft.term;
                 tracing::info!(
                     range_id = self.range_id.0,
                     term = self.raw.raft.term,
@@ -374,6 +380,9 @@ impl Replica {
         s.leader = leader;
         s.term = self.raw.raft.term;
         s.lease_expiry = self.lease_expiry;
+        s.leader_since = self
+            .leader_since
+            .filter(|_| self.leader_term == self.raw.raft.term);
     }
 
     /// Stops extending the lease and drops it, before handing leadership to another replica.
@@ -947,6 +956,9 @@ impl Replica {
         s.leader = self.raw.raft.leader_id;
         s.term = self.raw.raft.term;
         s.lease_expiry = self.lease_expiry();
+        s.leader_since = self
+            .leader_since
+            .filter(|_| self.leader_term == self.raw.raft.term);
     }
 }
 

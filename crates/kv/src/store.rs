@@ -395,13 +395,18 @@ impl Store {
         }
     }
 
-    /// The timestamp-cache low-water mark of a lease starting now. A previous leaseholder
+    /// The timestamp-cache low-water mark of a lease. A previous leaseholder
     /// served reads only at timestamps up to its physical clock plus the maximum offset (see
     /// `read`), and its clock was at most the maximum offset ahead of ours: two offsets above
     /// our physical clock covers every read it served.
-    fn new_lease_low_water(&self) -> Timestamp {
+    ///
+    /// "Now" is when the lease started (the replica became leader), not when the cache is
+    /// first used: a lease taken long ago must not push its first write a second ahead.
+    fn new_lease_low_water(&self, leader_since: Option<Instant>) -> Timestamp {
         let clock = &self.inner.clock;
-        Timestamp::new(clock.physical_now(), 0).add_duration(clock.max_offset() * 2)
+        let held = leader_since.map(|t| t.elapsed()).unwrap_or_default();
+        let start = clock.physical_now().saturating_sub(held.as_nanos() as u64);
+        Timestamp::new(start, 0).add_duration(clock.max_offset() * 2)
     }
 
     async fn write(
@@ -422,12 +427,15 @@ impl Store {
         if ts.is_zero() {
             ts = self.inner.clock.now();
         }
-        let term = shared.state.read().term;
+        let (term, since) = {
+            let st = shared.state.read();
+            (st.term, st.leader_since)
+        };
         let latch = if keys.is_empty() {
             None
         } else {
             let mut c = shared.concurrency.lock();
-            c.ensure_term(term, || self.new_lease_low_water());
+            c.ensure_term(term, || self.new_lease_low_water(since));
             let max = c.max_read(&keys, &txn_id);
             if max >= ts {
                 if header.one_phase && !header.can_bump && header.txn.is_some() {
@@ -515,9 +523,12 @@ impl Store {
         let deadline = Instant::now() + PROPOSAL_TIMEOUT;
         loop {
             let done = {
-                let term = shared.state.read().term;
+                let (term, since) = {
+                    let st = shared.state.read();
+                    (st.term, st.leader_since)
+                };
                 let mut c = shared.concurrency.lock();
-                c.ensure_term(term, || self.new_lease_low_water());
+                c.ensure_term(term, || self.new_lease_low_water(since));
                 if !c.must_wait(&spans, limit) {
                     c.record_read(&spans, ts, &txn_id);
                     break;
