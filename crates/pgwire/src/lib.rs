@@ -182,15 +182,9 @@ impl StartupHandler for Startup {
             .cloned()
             .unwrap_or_default();
         if !database.is_empty() && database != bini_sql::DEFAULT_DATABASE {
-            let mut probe = Session::new(self.db.clone(), "root", None);
-            let quoted = database.replace('\'', "''");
-            let found = matches!(
-                probe
-                    .execute_sql(&format!("SET database = '{quoted}'"))
-                    .await
-                    .pop(),
-                Some(Ok(_))
-            );
+            let found = bini_sql::database_exists(&self.db, &database)
+                .await
+                .unwrap_or(false);
             if !found {
                 return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
                     "FATAL".into(),
@@ -255,24 +249,14 @@ fn to_response(out: Output, format: &Format) -> PgWireResult<Response> {
             r.set_command_tag(if tag == "INSERT" { "INSERT 0" } else { tag });
             Response::Query(r)
         }
-        Output::Command(tag) => {
-            let mut parts = tag.split(' ');
-            let verb = parts.next().unwrap_or_default();
-            match verb {
-                "INSERT" => {
-                    let n = tag
-                        .rsplit(' ')
-                        .next()
-                        .and_then(|n| n.parse().ok())
-                        .unwrap_or(0);
-                    Response::Execution(Tag::new("INSERT").with_oid(0).with_rows(n))
-                }
-                "UPDATE" | "DELETE" => {
-                    let n = parts.next().and_then(|n| n.parse().ok()).unwrap_or(0);
-                    Response::Execution(Tag::new(verb).with_rows(n))
-                }
-                _ => Response::Execution(Tag::new(&tag)),
-            }
+        Output::Command(tag) => Response::Execution(Tag::new(&tag)),
+        // INSERT's tag carries an OID (always 0) before the count.
+        Output::Affected {
+            verb: "INSERT",
+            rows,
+        } => Response::Execution(Tag::new("INSERT").with_oid(0).with_rows(rows as usize)),
+        Output::Affected { verb, rows } => {
+            Response::Execution(Tag::new(verb).with_rows(rows as usize))
         }
         Output::Begin => Response::TransactionStart(Tag::new("BEGIN")),
         Output::End(tag) => Response::TransactionEnd(Tag::new(tag)),

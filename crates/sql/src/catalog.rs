@@ -240,6 +240,14 @@ pub async fn must_database(txn: &mut Txn, name: &str) -> Result<DatabaseDesc> {
         .ok_or_else(|| Error::UndefinedDatabase(name.to_string()))
 }
 
+/// Whether a database exists (read in a transaction of its own).
+pub async fn database_exists(db: &Db, name: &str) -> Result<bool> {
+    let mut txn = db.begin();
+    let found = database(&mut txn, name).await;
+    let _ = txn.rollback().await;
+    Ok(found?.is_some())
+}
+
 /// Every database, by name.
 pub async fn databases(txn: &mut Txn) -> Result<Vec<DatabaseDesc>> {
     let mut out: Vec<DatabaseDesc> = list(txn, 0)

@@ -372,17 +372,7 @@ pub async fn insert(
         seen_pk.insert(pk.clone(), written.len());
         written.push(row);
     }
-    if !writes.is_empty() {
-        ctx.txn.write(writes).await?;
-    }
-    let returning = match &ins.returning {
-        Some(items) => Some(returning(ctx, &table, &alias, items, &written).await?),
-        None => None,
-    };
-    Ok(DmlResult {
-        count: written.len() as u64,
-        returning,
-    })
+    finish(ctx, &table, &alias, writes, written, &ins.returning).await
 }
 
 async fn assignment(
@@ -435,6 +425,7 @@ fn update_writes(
     Ok(())
 }
 
+/// RETURNING: the select list evaluated over the rows written.
 async fn returning(
     ctx: &mut Context<'_>,
     table: &TableDesc,
@@ -443,50 +434,34 @@ async fn returning(
     rows: &[Row],
 ) -> Result<(Vec<Column>, Vec<Row>)> {
     let scope = table_scope(table, alias);
-    let mut exprs = Vec::new();
-    let mut cols = Vec::new();
-    for item in items {
-        match item {
-            ast::SelectItem::Wildcard(_) => {
-                for (i, c) in scope.columns.iter().enumerate() {
-                    if !c.hidden {
-                        exprs.push(Expr::Column(i));
-                        cols.push(c.clone());
-                    }
-                }
-            }
-            ast::SelectItem::UnnamedExpr(e) => {
-                let x = ctx.bind(e, &scope).await?;
-                cols.push(Column {
-                    name: match e {
-                        ast::Expr::Identifier(i) => ident(i),
-                        ast::Expr::CompoundIdentifier(p) => p.last().map(ident).unwrap_or_default(),
-                        _ => "?column?".into(),
-                    },
-                    table: None,
-                    ty: type_of(&x, &scope.columns),
-                    hidden: false,
-                });
-                exprs.push(x);
-            }
-            ast::SelectItem::ExprWithAlias { expr, alias } => {
-                let x = ctx.bind(expr, &scope).await?;
-                cols.push(Column {
-                    name: ident(alias),
-                    table: None,
-                    ty: type_of(&x, &scope.columns),
-                    hidden: false,
-                });
-                exprs.push(x);
-            }
-            other => return Err(Error::FeatureNotSupported(format!("RETURNING {other}"))),
-        }
-    }
+    let (exprs, cols) = ctx.bind_projection(items, &scope).await?;
     let out = rows
         .iter()
         .map(|r| exprs.iter().map(|e| e.eval(r)).collect::<Result<Row>>())
         .collect::<Result<_>>()?;
     Ok((cols, out))
+}
+
+/// Sends a statement's writes in one batch and builds its result.
+async fn finish(
+    ctx: &mut Context<'_>,
+    table: &TableDesc,
+    alias: &str,
+    writes: Vec<Request>,
+    rows: Vec<Row>,
+    items: &Option<Vec<ast::SelectItem>>,
+) -> Result<DmlResult> {
+    if !writes.is_empty() {
+        ctx.txn.write(writes).await?;
+    }
+    let returning = match items {
+        Some(items) => Some(returning(ctx, table, alias, items, &rows).await?),
+        None => None,
+    };
+    Ok(DmlResult {
+        count: rows.len() as u64,
+        returning,
+    })
 }
 
 fn single_table(t: &ast::TableWithJoins) -> Result<(&ast::ObjectName, Option<String>)> {
@@ -544,7 +519,13 @@ pub async fn update(ctx: &mut Context<'_>, u: &ast::Update) -> Result<DmlResult>
             new[*col] = cast(e.eval(old)?, &table.columns[*col].ty)?;
         }
         check_row(ctx, &table, &new).await?;
-        new_pks.insert(primary_key(&table, &new)?);
+        if !new_pks.insert(primary_key(&table, &new)?) {
+            // Two updated rows would share a primary key.
+            return Err(Error::UniqueViolation {
+                constraint: table.primary.name.clone(),
+                detail: describe_key(&table, &table.primary_positions(), &new),
+            });
+        }
         updated.push(new);
     }
     // A changed primary key or unique value must not collide with a row left in place.
@@ -557,13 +538,6 @@ pub async fn update(ctx: &mut Context<'_>, u: &ast::Update) -> Result<DmlResult>
                 detail: describe_key(&table, &table.primary_positions(), new),
             });
         }
-    }
-    if new_pks.len() < updated.len() {
-        let new = &updated[0];
-        return Err(Error::UniqueViolation {
-            constraint: table.primary.name.clone(),
-            detail: describe_key(&table, &table.primary_positions(), new),
-        });
     }
     for idx in table.indexes.iter().filter(|i| i.unique) {
         let old_keys: HashSet<Vec<u8>> = rows
@@ -608,17 +582,7 @@ pub async fn update(ctx: &mut Context<'_>, u: &ast::Update) -> Result<DmlResult>
         _ => true,
     }));
     writes.extend(puts);
-    if !writes.is_empty() {
-        ctx.txn.write(writes).await?;
-    }
-    let returning = match &u.returning {
-        Some(items) => Some(returning(ctx, &table, &alias, items, &updated).await?),
-        None => None,
-    };
-    Ok(DmlResult {
-        count: updated.len() as u64,
-        returning,
-    })
+    finish(ctx, &table, &alias, writes, updated, &u.returning).await
 }
 
 /// DELETE.
@@ -646,18 +610,8 @@ pub async fn delete(ctx: &mut Context<'_>, d: &ast::Delete) -> Result<DmlResult>
             writes.push(bini_txn::delete(&index_key(&table, idx, row)?));
         }
     }
-    if !writes.is_empty() {
-        ctx.txn.write(writes).await?;
-    }
     let deleted: Vec<Row> = rows.into_iter().map(|(_, r)| r).collect();
-    let returning = match &d.returning {
-        Some(items) => Some(returning(ctx, &table, &alias, items, &deleted).await?),
-        None => None,
-    };
-    Ok(DmlResult {
-        count: deleted.len() as u64,
-        returning,
-    })
+    finish(ctx, &table, &alias, writes, deleted, &d.returning).await
 }
 
 /// Writes every existing row's entry into a new index (CREATE INDEX backfill), checking

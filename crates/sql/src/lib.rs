@@ -28,7 +28,7 @@ mod planner;
 mod session;
 mod types;
 
-pub use catalog::{bootstrap, DEFAULT_DATABASE};
+pub use catalog::{bootstrap, database_exists, DEFAULT_DATABASE};
 pub use error::{Error, Result};
 pub use expr::cast;
 pub use plan::Column;

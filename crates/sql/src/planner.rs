@@ -535,35 +535,20 @@ impl Context<'_> {
             }
             E::IsNull(x) => Expr::IsNull(b(self.bind(x, scope).await?), false),
             E::IsNotNull(x) => Expr::IsNull(b(self.bind(x, scope).await?), true),
-            E::IsTrue(x) => Expr::IsDistinct(
-                b(self.bind(x, scope).await?),
-                b(Expr::Literal(Datum::Bool(true))),
-                true,
-            ),
-            E::IsFalse(x) => Expr::IsDistinct(
-                b(self.bind(x, scope).await?),
-                b(Expr::Literal(Datum::Bool(false))),
-                true,
-            ),
-            E::IsNotTrue(x) => Expr::IsDistinct(
-                b(self.bind(x, scope).await?),
-                b(Expr::Literal(Datum::Bool(true))),
-                false,
-            ),
-            E::IsNotFalse(x) => Expr::IsDistinct(
-                b(self.bind(x, scope).await?),
-                b(Expr::Literal(Datum::Bool(false))),
-                false,
-            ),
-            E::IsDistinctFrom(x, y) => {
-                let (l, r) = (self.bind(x, scope).await?, self.bind(y, scope).await?);
-                let (l, r) = self.coerce_pair(l, r, &scope.columns)?;
-                Expr::IsDistinct(b(l), b(r), false)
+            E::IsTrue(x) | E::IsFalse(x) | E::IsNotTrue(x) | E::IsNotFalse(x) => {
+                // `x IS TRUE` is `x IS NOT DISTINCT FROM true`, and so on.
+                let value = matches!(e, E::IsTrue(_) | E::IsNotTrue(_));
+                let not_distinct = matches!(e, E::IsTrue(_) | E::IsFalse(_));
+                Expr::IsDistinct(
+                    b(self.bind(x, scope).await?),
+                    b(Expr::Literal(Datum::Bool(value))),
+                    not_distinct,
+                )
             }
-            E::IsNotDistinctFrom(x, y) => {
+            E::IsDistinctFrom(x, y) | E::IsNotDistinctFrom(x, y) => {
                 let (l, r) = (self.bind(x, scope).await?, self.bind(y, scope).await?);
                 let (l, r) = self.coerce_pair(l, r, &scope.columns)?;
-                Expr::IsDistinct(b(l), b(r), true)
+                Expr::IsDistinct(b(l), b(r), matches!(e, E::IsNotDistinctFrom(..)))
             }
             E::In {
                 expr,
@@ -1260,6 +1245,78 @@ impl Context<'_> {
         })
     }
 
+    /// Binds a select list (or RETURNING list): one expression and output column per item,
+    /// `*` and `t.*` expanded to the visible columns.
+    pub async fn bind_projection(
+        &mut self,
+        items: &[ast::SelectItem],
+        scope: &Scope,
+    ) -> Result<(Vec<Expr>, Vec<Column>)> {
+        let mut exprs = Vec::new();
+        let mut columns = Vec::new();
+        for item in items {
+            match item {
+                ast::SelectItem::Wildcard(_) => {
+                    if scope.grouped.is_some() {
+                        return Err(Error::Grouping(
+                            "SELECT * is not allowed with GROUP BY".into(),
+                        ));
+                    }
+                    for (i, c) in scope.columns.iter().enumerate() {
+                        if !c.hidden {
+                            exprs.push(Expr::Column(i));
+                            columns.push(c.clone());
+                        }
+                    }
+                }
+                ast::SelectItem::QualifiedWildcard(kind, _) => {
+                    let t = match kind {
+                        ast::SelectItemQualifiedWildcardKind::ObjectName(n) => {
+                            name_parts(n).pop().unwrap_or_default()
+                        }
+                        ast::SelectItemQualifiedWildcardKind::Expr(e) => e.to_string(),
+                    };
+                    let mut any = false;
+                    for (i, c) in scope.columns.iter().enumerate() {
+                        if !c.hidden && c.table.as_deref() == Some(t.as_str()) {
+                            exprs.push(Expr::Column(i));
+                            columns.push(c.clone());
+                            any = true;
+                        }
+                    }
+                    if !any {
+                        return Err(Error::UndefinedTable(t));
+                    }
+                }
+                ast::SelectItem::UnnamedExpr(e) => {
+                    let x = self.bind(e, scope).await?;
+                    columns.push(Column {
+                        name: output_name(e),
+                        table: match &x {
+                            Expr::Column(i) => scope.columns[*i].table.clone(),
+                            _ => None,
+                        },
+                        ty: type_of(&x, &scope.columns),
+                        hidden: false,
+                    });
+                    exprs.push(x);
+                }
+                ast::SelectItem::ExprWithAlias { expr, alias } => {
+                    let x = self.bind(expr, scope).await?;
+                    columns.push(Column {
+                        name: ident(alias),
+                        table: None,
+                        ty: type_of(&x, &scope.columns),
+                        hidden: false,
+                    });
+                    exprs.push(x);
+                }
+                other => return Err(Error::FeatureNotSupported(format!("select item {other}"))),
+            }
+        }
+        Ok((exprs, columns))
+    }
+
     async fn plan_select(
         &mut self,
         s: &ast::Select,
@@ -1466,69 +1523,7 @@ impl Context<'_> {
                 };
             }
         }
-        // Projection
-        let mut exprs = Vec::new();
-        let mut columns = Vec::new();
-        for item in &s.projection {
-            match item {
-                ast::SelectItem::Wildcard(_) => {
-                    if scope.grouped.is_some() {
-                        return Err(Error::Grouping(
-                            "SELECT * is not allowed with GROUP BY".into(),
-                        ));
-                    }
-                    for (i, c) in scope.columns.iter().enumerate() {
-                        if !c.hidden {
-                            exprs.push(Expr::Column(i));
-                            columns.push(c.clone());
-                        }
-                    }
-                }
-                ast::SelectItem::QualifiedWildcard(kind, _) => {
-                    let t = match kind {
-                        ast::SelectItemQualifiedWildcardKind::ObjectName(n) => {
-                            name_parts(n).pop().unwrap_or_default()
-                        }
-                        ast::SelectItemQualifiedWildcardKind::Expr(e) => e.to_string(),
-                    };
-                    let mut any = false;
-                    for (i, c) in scope.columns.iter().enumerate() {
-                        if !c.hidden && c.table.as_deref() == Some(t.as_str()) {
-                            exprs.push(Expr::Column(i));
-                            columns.push(c.clone());
-                            any = true;
-                        }
-                    }
-                    if !any {
-                        return Err(Error::UndefinedTable(t));
-                    }
-                }
-                ast::SelectItem::UnnamedExpr(e) => {
-                    let x = self.bind(e, &scope).await?;
-                    columns.push(Column {
-                        name: output_name(e),
-                        table: match &x {
-                            Expr::Column(i) => scope.columns[*i].table.clone(),
-                            _ => None,
-                        },
-                        ty: type_of(&x, &scope.columns),
-                        hidden: false,
-                    });
-                    exprs.push(x);
-                }
-                ast::SelectItem::ExprWithAlias { expr, alias } => {
-                    let x = self.bind(expr, &scope).await?;
-                    columns.push(Column {
-                        name: ident(alias),
-                        table: None,
-                        ty: type_of(&x, &scope.columns),
-                        hidden: false,
-                    });
-                    exprs.push(x);
-                }
-                other => return Err(Error::FeatureNotSupported(format!("select item {other}"))),
-            }
-        }
+        let (mut exprs, mut columns) = self.bind_projection(&s.projection, &scope).await?;
         // ORDER BY: output columns by alias or position, else expressions over the input
         // computed as extra (hidden) outputs.
         let visible = exprs.len();

@@ -34,8 +34,15 @@ pub enum Output {
         /// The command tag's verb (`SELECT`, `INSERT`, …).
         tag: &'static str,
     },
-    /// A command without rows, with its tag (`CREATE TABLE`, `INSERT 0 3`, …).
+    /// A command without rows, with its tag (`CREATE TABLE`, `SET`, …).
     Command(String),
+    /// INSERT, UPDATE or DELETE without RETURNING: the verb and the rows affected.
+    Affected {
+        /// `INSERT`, `UPDATE` or `DELETE`.
+        verb: &'static str,
+        /// Rows written.
+        rows: u64,
+    },
     /// `BEGIN` started a transaction.
     Begin,
     /// The transaction ended (`COMMIT` or `ROLLBACK`, as the tag says).
@@ -347,10 +354,7 @@ impl Session {
 
     async fn set(&mut self, name: &str, value: String) -> Result<()> {
         if name == "database" {
-            let mut txn = self.db.begin();
-            let exists = catalog::database(&mut txn, &value).await;
-            let _ = txn.rollback().await;
-            if exists?.is_none() {
+            if !catalog::database_exists(&self.db, &value).await? {
                 return Err(Error::UndefinedDatabase(value));
             }
             self.database = value;
@@ -982,8 +986,10 @@ fn dml_output(r: dml::DmlResult, verb: &'static str) -> Output {
             rows,
             tag: tag_verb,
         },
-        None if tag_verb == "INSERT" => Output::Command(format!("INSERT 0 {}", r.count)),
-        None => Output::Command(format!("{tag_verb} {}", r.count)),
+        None => Output::Affected {
+            verb: tag_verb,
+            rows: r.count,
+        },
     }
 }
 

@@ -174,34 +174,33 @@ impl Db {
                             "gave up waiting for a conflicting transaction",
                         ));
                     }
-                    let writes = requests.iter().any(|r| {
-                        !matches!(
-                            r.kind,
-                            Some(request::Kind::Get(_)) | Some(request::Kind::Scan(_))
-                        )
-                    });
+                    let writes = requests.iter().any(|r| !is_read(r));
                     conflict::resolve(self, None, &key, *txn, writes, limit).await?;
                 }
                 Err(bini_kv::Error::ReadUncertain { ts }) => read_ts = read_ts.max(ts),
                 Err(e) => return Err(e.into()),
                 Ok(resp) => {
+                    // The leaseholder acknowledged each write only once its clock passed the
+                    // write's timestamp (`Store::write`); bring our clock up to it too.
                     let written = requests
                         .iter()
                         .zip(&resp)
-                        .filter(|(r, _)| {
-                            !matches!(
-                                r.kind,
-                                Some(request::Kind::Get(_)) | Some(request::Kind::Scan(_))
-                            )
-                        })
+                        .filter(|(r, _)| !is_read(r))
                         .filter_map(|(_, r)| r.timestamp.map(Timestamp::from))
                         .max();
                     if let Some(ts) = written {
-                        self.commit_wait(ts).await;
+                        let _ = self.inner.clock.update(ts);
                     }
                     return Ok(resp);
                 }
             }
         }
     }
+}
+
+fn is_read(r: &Request) -> bool {
+    matches!(
+        r.kind,
+        Some(request::Kind::Get(_)) | Some(request::Kind::Scan(_))
+    )
 }
