@@ -25,7 +25,8 @@ for _ in $(seq 1 50); do
 done
 cat <<MSG
 bini is running: 3 nodes on localhost:26257, :26258, :26259 (logs in bini-data/node*.log).
-Try:  $bini debug kv put hello world --insecure --host=localhost:26258
+Try:  $bini sql --insecure --host=localhost        (or: psql -h localhost -p 26257 -U root defaultdb)
+      $bini debug kv put hello world --insecure --host=localhost:26258
       $bini debug kv get hello --insecure --host=localhost:26259
       $bini debug ranges --insecure --host=localhost:26257
 Ctrl-C stops the cluster.
