@@ -1,15 +1,25 @@
 #!/usr/bin/env bash
-# Installs the system packages bini's build and tests need, if they are missing (Debian).
+# Installs what bini's build and tests need, if it is missing: Debian packages (compilers,
+# protoc, the psql client, a Java runtime and pgjdbc) and the Python drivers the driver tests
+# run (pinned).
 set -euo pipefail
 need=()
 command -v clang >/dev/null || need+=(clang)
 ls /usr/lib/llvm-*/lib/libclang*.so >/dev/null 2>&1 || need+=(libclang-dev)
 command -v protoc >/dev/null || need+=(protobuf-compiler)
 command -v psql >/dev/null || need+=(postgresql-client)
+command -v java >/dev/null || need+=(default-jre-headless)
+[ -f /usr/share/java/postgresql.jar ] || need+=(libpostgresql-jdbc-java)
+command -v python3 >/dev/null || need+=(python3 python3-pip)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}" >&2
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO=sudo
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if ! python3 -c 'import psycopg, asyncpg' 2>/dev/null; then
+  echo "installing: psycopg, asyncpg (pip)" >&2
+  python3 -m pip install -q --disable-pip-version-check 'psycopg[binary]==3.3.9' 'asyncpg==0.32.0' \
+    || python3 -m pip install -q --break-system-packages 'psycopg[binary]==3.3.9' 'asyncpg==0.32.0'
 fi

@@ -1,9 +1,7 @@
 //! sqllogictest files under `tests/slt/`, run over the Postgres wire protocol against a real
 //! 3-node cluster (one connection per `connection` block, each a pgwire session).
 
-use std::time::Duration;
-
-use bini_e2e::{wait_for, Cluster};
+use bini_e2e::{pg_conn_str, wait_for_sql, Cluster};
 use sqllogictest::{DBOutput, DefaultColumnType};
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 
@@ -70,7 +68,7 @@ impl sqllogictest::AsyncDB for Bini {
         "bini"
     }
 
-    async fn sleep(dur: Duration) {
+    async fn sleep(dur: std::time::Duration) {
         tokio::time::sleep(dur).await
     }
 
@@ -82,21 +80,8 @@ impl sqllogictest::AsyncDB for Bini {
 #[tokio::test(flavor = "multi_thread")]
 async fn sqllogictest_files() {
     let c = Cluster::start(3, &[]).await;
+    wait_for_sql(&c).await;
     let addrs: Vec<String> = c.nodes.iter().map(|n| n.addr.clone()).collect();
-    let conn_str = |addr: &str| {
-        let (host, port) = addr.rsplit_once(':').expect("host:port");
-        format!("host={host} port={port} user=root dbname=defaultdb connect_timeout=10")
-    };
-    // The catalog bootstraps right after init; wait until SQL answers on every node.
-    for a in &addrs {
-        let cs = conn_str(a);
-        wait_for(Duration::from_secs(60), "SQL to answer", || async {
-            let (client, conn) = tokio_postgres::connect(&cs, NoTls).await.ok()?;
-            tokio::spawn(conn);
-            client.simple_query("SHOW TABLES").await.ok().map(|_| ())
-        })
-        .await;
-    }
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("slt");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .expect("tests/slt")
@@ -107,7 +92,7 @@ async fn sqllogictest_files() {
     assert!(!files.is_empty(), "no .slt files in {}", dir.display());
     for (i, file) in files.iter().enumerate() {
         // Each file talks to a different node, so every node's gateway is exercised.
-        let cs = conn_str(&addrs[i % addrs.len()]);
+        let cs = pg_conn_str(&addrs[i % addrs.len()]);
         let mut runner = sqllogictest::Runner::new(move || {
             let cs = cs.clone();
             async move {

@@ -361,3 +361,24 @@ pub fn scan(start: impl Into<Vec<u8>>, end: impl Into<Vec<u8>>) -> Request {
         })),
     }
 }
+
+/// A libpq-style connection string for `root` on `defaultdb` at `host:port`.
+pub fn pg_conn_str(addr: &str) -> String {
+    let (host, port) = addr.rsplit_once(':').expect("host:port");
+    format!("host={host} port={port} user=root dbname=defaultdb connect_timeout=10")
+}
+
+/// Waits until every node answers SQL (the catalog bootstraps right after init).
+pub async fn wait_for_sql(c: &Cluster) {
+    for n in &c.nodes {
+        let cs = pg_conn_str(&n.addr);
+        wait_for(Duration::from_secs(60), "SQL to answer", || async {
+            let (client, conn) = tokio_postgres::connect(&cs, tokio_postgres::NoTls)
+                .await
+                .ok()?;
+            tokio::spawn(conn);
+            client.simple_query("SHOW TABLES").await.ok().map(|_| ())
+        })
+        .await;
+    }
+}

@@ -1,3 +1,4 @@
 //! Library code behind the `bini` binary's commands (the binary only parses flags).
 
+pub mod demo;
 pub mod shell;

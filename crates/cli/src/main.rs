@@ -33,6 +33,10 @@ struct Cli {
 enum Command {
     /// Start a node of a multi-node cluster.
     Start(StartArgs),
+    /// Start a one-node cluster (replication factor 1) and initialise it.
+    StartSingleNode(StartArgs),
+    /// Run a throwaway cluster in this process with an example database, and open the shell.
+    Demo(DemoArgs),
     /// Initialise a cluster whose nodes have been started.
     Init(ClientArgs),
     /// Open a SQL shell, or run statements with -e / -f.
@@ -67,6 +71,19 @@ struct StartArgs {
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     log_format: String,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// A statement to run instead of the interactive shell (repeatable).
+    #[arg(short = 'e', long = "execute")]
+    execute: Vec<String>,
+    /// How results print.
+    #[arg(long, value_enum, default_value = "table")]
+    format: bini_cli::shell::OutputFormat,
 }
 
 #[derive(Args)]
@@ -220,13 +237,27 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    if !cli.insecure && !matches!(cli.command, Command::Version) {
+    // The demo listens on loopback only and is thrown away: no security to ask for.
+    if !cli.insecure && !matches!(cli.command, Command::Version | Command::Demo(_)) {
         // Secure mode (TLS, certificates, passwords) is not built yet; say so instead of
         // silently running without it.
         bail!("secure mode is not available yet; pass --insecure");
     }
     match cli.command {
-        Command::Start(args) => start(args).await,
+        Command::Start(args) => start(args, false).await,
+        Command::StartSingleNode(args) => start(args, true).await,
+        Command::Demo(args) => {
+            let cfg = bini_cli::demo::DemoConfig {
+                nodes: args.nodes,
+                execute: args.execute,
+                format: args.format,
+            };
+            if bini_cli::demo::run(cfg).await? {
+                Ok(())
+            } else {
+                std::process::exit(1)
+            }
+        }
         Command::Init(client) => {
             let mut c = NodeClient::new(client.channel().await?);
             match c.init(bini_proto::InitRequest {}).await {
@@ -283,7 +314,12 @@ fn init_logging(format: &str) -> Result<()> {
     Ok(())
 }
 
-async fn start(args: StartArgs) -> Result<()> {
+/// `bini start`, or with `single` `bini start-single-node`: a cluster of this one node, with
+/// one replica per range, initialised on its first start.
+async fn start(args: StartArgs, single: bool) -> Result<()> {
+    if single && !args.join.is_empty() {
+        bail!("start-single-node takes no --join; use `bini start` for a multi-node cluster");
+    }
     init_logging(&args.log_format)?;
     let mut config = bini_server::NodeConfig::new(&args.store, &args.listen_addr);
     config.advertise_addr = args.advertise_addr.clone();
@@ -295,9 +331,15 @@ async fn start(args: StartArgs) -> Result<()> {
         .collect();
     config.http_addr = Some(args.http_addr.clone());
     config.store.range_max_bytes = args.range_max_bytes;
+    if single {
+        config.store.replication_factor = 1;
+    }
     let node = bini_server::Node::start(config)
         .await
         .map_err(|e| anyhow!("{e}"))?;
+    if single {
+        bini_cli::demo::init(&node.listen_addr().to_string()).await?;
+    }
     eprintln!(
         "bini node listening on {} (advertised as {})",
         node.listen_addr(),

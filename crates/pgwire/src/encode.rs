@@ -19,7 +19,8 @@ use postgres_types::FromSql;
 
 use bini_sql::{Column, Datum, Error, Interval, Type as SqlType};
 
-fn pg_type(t: &SqlType) -> Type {
+/// The wire type of a bini type.
+pub fn pg_type(t: &SqlType) -> Type {
     Type::from_oid(t.oid()).unwrap_or(Type::TEXT)
 }
 

@@ -36,7 +36,7 @@ use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::net::TcpStream;
 
-use bini_sql::{Datum, Output, Session};
+use bini_sql::{Datum, Output, Params, Session, Type as SqlType};
 use bini_txn::Db;
 
 /// The SQLSTATE of a SQL error. This is the only place codes are chosen.
@@ -69,6 +69,8 @@ pub fn sqlstate(e: &bini_sql::Error) -> &'static str {
         E::CardinalityViolation => "21000",
         E::InvalidTransactionState(_) => "25000",
         E::InFailedTransaction => "25P02",
+        E::NoActiveTransaction(_) => "25P01",
+        E::InvalidSavepoint(_) => "3B001",
         E::Canceled => "57014",
         E::Txn(t) if t.is_retryable() => "40001",
         E::Txn(bini_txn::Error::Kv(k)) if k.is_retryable() => "40001",
@@ -108,11 +110,14 @@ impl Gateway {
 
     /// Serves one client connection until it closes.
     pub async fn serve(&self, stream: TcpStream) {
+        let session = Arc::new(SessionSlot {
+            db: self.db.clone(),
+            session: tokio::sync::Mutex::new(None),
+        });
         let handlers = Arc::new(Connection {
             conn: Arc::new(Conn {
-                db: self.db.clone(),
-                session: tokio::sync::Mutex::new(None),
-                parser: Arc::new(Parser),
+                session: session.clone(),
+                parser: Arc::new(Parser { session }),
             }),
             startup: Arc::new(Startup {
                 db: self.db.clone(),
@@ -213,15 +218,14 @@ impl StartupHandler for Startup {
     }
 }
 
-/// One connection's session and statement parser.
-struct Conn {
+/// One connection's session, created on first use with the startup's user and database.
+struct SessionSlot {
     db: Db,
     session: tokio::sync::Mutex<Option<Session>>,
-    parser: Arc<Parser>,
 }
 
-impl Conn {
-    async fn with_session<C: ClientInfo, T>(
+impl SessionSlot {
+    async fn with<C: ClientInfo, T>(
         &self,
         client: &C,
         f: impl AsyncFnOnce(&mut Session) -> T,
@@ -238,6 +242,12 @@ impl Conn {
         });
         f(session).await
     }
+}
+
+/// One connection's query handlers.
+struct Conn {
+    session: Arc<SessionSlot>,
+    parser: Arc<Parser>,
 }
 
 fn to_response(out: Output, format: &Format) -> PgWireResult<Response> {
@@ -273,7 +283,8 @@ impl SimpleQueryHandler for Conn {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let results = self
-            .with_session(client, async |s| s.execute_sql(query).await)
+            .session
+            .with(client, async |s| s.execute_sql(query).await)
             .await;
         let mut out = Vec::with_capacity(results.len());
         for r in results {
@@ -297,11 +308,19 @@ impl SimpleQueryHandler for Conn {
 pub struct Prepared {
     stmt: Option<Arc<bini_sql::ParsedStatement>>,
     upsert: bool,
+    /// Parameter types as reported to the client (declared ones as declared).
     param_types: Vec<Type>,
+    /// The same as bini types, for typing the values (`Unknown` for declared types bini
+    /// lacks, whose values arrive as text).
+    sql_types: Vec<SqlType>,
+    /// Result columns, when Parse could work them out (else Describe retries).
+    columns: Option<Vec<bini_sql::Column>>,
 }
 
-/// Parses statements for the extended protocol.
-struct Parser;
+/// Parses statements for the extended protocol and infers their parameter types.
+struct Parser {
+    session: Arc<SessionSlot>,
+}
 
 /// Counts `$n` placeholders in SQL text (outside quotes).
 fn placeholder_count(sql: &str) -> usize {
@@ -337,7 +356,7 @@ impl QueryParser for Parser {
 
     async fn parse_sql<C>(
         &self,
-        _client: &C,
+        client: &C,
         sql: &str,
         types: &[Option<Type>],
     ) -> PgWireResult<Option<Prepared>>
@@ -346,13 +365,52 @@ impl QueryParser for Parser {
     {
         let (stmt, upsert) = bini_sql::parse_one(sql).map_err(|e| user_error(&e))?;
         let n = placeholder_count(sql).max(types.len());
-        let param_types = (0..n)
-            .map(|i| types.get(i).cloned().flatten().unwrap_or(Type::UNKNOWN))
+        let declared: Vec<Option<Type>> = (0..n).map(|i| types.get(i).cloned().flatten()).collect();
+        let declared_sql: Vec<SqlType> = declared
+            .iter()
+            .map(|t| {
+                t.as_ref()
+                    .and_then(|t| SqlType::from_oid(t.oid()))
+                    .unwrap_or(SqlType::Unknown)
+            })
+            .collect();
+        // Types are worked out against the catalog now, as Postgres does at Parse. A statement
+        // that cannot be planned yet (its table is created later in the same pipeline) keeps
+        // TEXT parameters here, and its error comes at Describe or Execute.
+        let described = match &stmt {
+            Some(st) => self
+                .session
+                .with(client, async |s| {
+                    s.describe(st, &declared_sql, upsert).await
+                })
+                .await
+                .ok(),
+            None => None,
+        };
+        let sql_types: Vec<SqlType> = match &described {
+            Some(d) => d.param_types.clone(),
+            None => declared_sql
+                .iter()
+                .map(|t| {
+                    if *t == SqlType::Unknown {
+                        SqlType::TEXT
+                    } else {
+                        t.clone()
+                    }
+                })
+                .collect(),
+        };
+        let param_types = declared
+            .into_iter()
+            .zip(&sql_types)
+            .map(|(d, t)| d.unwrap_or_else(|| encode::pg_type(t)))
             .collect();
         Ok(Some(Prepared {
             stmt: stmt.map(Arc::new),
             upsert,
             param_types,
+            sql_types,
+            columns: described.map(|d| d.columns),
         }))
     }
 
@@ -362,11 +420,15 @@ impl QueryParser for Parser {
 
     fn get_result_schema(
         &self,
-        _stmt: &Prepared,
-        _column_format: Option<&Format>,
+        stmt: &Prepared,
+        column_format: Option<&Format>,
     ) -> PgWireResult<Vec<FieldInfo>> {
-        // Result columns need the catalog; Describe asks the session instead.
-        Ok(Vec::new())
+        let format = column_format.unwrap_or(&Format::UnifiedText);
+        Ok(stmt
+            .columns
+            .as_ref()
+            .map(|c| encode::fields(c, format))
+            .unwrap_or_default())
     }
 }
 
@@ -407,13 +469,10 @@ impl ExtendedQueryHandler for Conn {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let prepared = &target.statement;
-        let params: Vec<Datum> = vec![Datum::Null; prepared.param_types.len()];
-        let fields = self
-            .describe(client, prepared, &params, &Format::UnifiedText)
-            .await?;
+        let columns = self.columns(client, prepared).await?;
         Ok(DescribeStatementResponse::new(
             prepared.param_types.clone(),
-            fields,
+            encode::fields(&columns, &Format::UnifiedText),
         ))
     }
 
@@ -428,18 +487,11 @@ impl ExtendedQueryHandler for Conn {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let params = (0..portal.statement.statement.param_types.len())
-            .map(|i| param_datum(portal, i))
-            .collect::<PgWireResult<Vec<_>>>()?;
-        let fields = self
-            .describe(
-                client,
-                &portal.statement.statement,
-                &params,
-                &portal.result_column_format,
-            )
-            .await?;
-        Ok(DescribePortalResponse::new(fields))
+        let columns = self.columns(client, &portal.statement.statement).await?;
+        Ok(DescribePortalResponse::new(encode::fields(
+            &columns,
+            &portal.result_column_format,
+        )))
     }
 
     async fn do_query<C>(
@@ -458,12 +510,16 @@ impl ExtendedQueryHandler for Conn {
         let Some(stmt) = prepared.stmt.clone() else {
             return Ok(Response::EmptyQuery);
         };
-        let params = (0..prepared.param_types.len())
-            .map(|i| param_datum(portal, i))
-            .collect::<PgWireResult<Vec<_>>>()?;
+        let params = Params {
+            values: (0..prepared.param_types.len())
+                .map(|i| param_datum(portal, i))
+                .collect::<PgWireResult<Vec<_>>>()?,
+            types: prepared.sql_types.clone(),
+        };
         let upsert = prepared.upsert;
         let result = self
-            .with_session(client, async |s| s.execute(&stmt, &params, upsert).await)
+            .session
+            .with(client, async |s| s.execute(&stmt, &params, upsert).await)
             .await;
         match result {
             Ok(out) => to_response(out, &portal.result_column_format),
@@ -473,21 +529,25 @@ impl ExtendedQueryHandler for Conn {
 }
 
 impl Conn {
-    async fn describe<C: ClientInfo>(
+    /// The result columns of a prepared statement: as Parse found them, or worked out now
+    /// (reporting the error if the statement still cannot be planned).
+    async fn columns<C: ClientInfo>(
         &self,
         client: &C,
         prepared: &Prepared,
-        params: &[Datum],
-        format: &Format,
-    ) -> PgWireResult<Vec<FieldInfo>> {
+    ) -> PgWireResult<Vec<bini_sql::Column>> {
+        if let Some(c) = &prepared.columns {
+            return Ok(c.clone());
+        }
         let Some(stmt) = prepared.stmt.clone() else {
             return Ok(Vec::new());
         };
-        let columns = self
-            .with_session(client, async |s| s.describe(&stmt, params).await)
+        let (types, upsert) = (prepared.sql_types.clone(), prepared.upsert);
+        self.session
+            .with(client, async |s| s.describe(&stmt, &types, upsert).await)
             .await
-            .map_err(|e| user_error(&e))?;
-        Ok(encode::fields(&columns, format))
+            .map(|d| d.columns)
+            .map_err(|e| user_error(&e))
     }
 }
 

@@ -207,8 +207,10 @@ pub async fn insert(
                             row.push(None);
                             continue;
                         }
+                        let ty = &table.columns[targets[k]].ty;
+                        ctx.hint(e, ty);
                         let x = ctx.bind(e, &empty).await?;
-                        row.push(Some(coerce_to(x, &table.columns[targets[k]].ty, &[])?));
+                        row.push(Some(coerce_to(x, ty, &[])?));
                     }
                     rows.push(row);
                 }
@@ -221,13 +223,23 @@ pub async fn insert(
                         "INSERT has more expressions than target columns".into(),
                     ));
                 }
-                execute(&planned.node, ctx.txn)
-                    .await?
-                    .into_iter()
-                    .map(|r| r.into_iter().map(|d| Some(Expr::Literal(d))).collect())
-                    .collect()
+                if ctx.describe {
+                    Vec::new()
+                } else {
+                    execute(&planned.node, ctx.txn)
+                        .await?
+                        .into_iter()
+                        .map(|r| r.into_iter().map(|d| Some(Expr::Literal(d))).collect())
+                        .collect()
+                }
             }
         },
+    };
+    // Describe: the values are bound (their parameters typed); no row is built.
+    let source_rows = if ctx.describe {
+        Vec::new()
+    } else {
+        source_rows
     };
     // Build full rows.
     let mut rows: Vec<Row> = Vec::with_capacity(source_rows.len());
@@ -290,6 +302,17 @@ pub async fn insert(
         },
         Some(other) => return Err(Error::FeatureNotSupported(format!("{other}"))),
     };
+    if let (true, OnConflict::Update(assignments, selection)) = (ctx.describe, &on_conflict) {
+        // Bind what a conflict would run, for the types of its parameters.
+        let scope = conflict_scope(&table, &alias);
+        if let Some(sel) = selection {
+            ctx.hint(sel, &crate::types::Type::Bool);
+            ctx.bind(sel, &scope).await?;
+        }
+        for a in assignments {
+            assignment(ctx, &table, a, &scope).await?;
+        }
+    }
     // Uniqueness: one batched read of every primary key and unique index key.
     let mut pks = Vec::with_capacity(rows.len());
     for r in &rows {
@@ -323,11 +346,7 @@ pub async fn insert(
                     if seen_pk.contains_key(pk) {
                         return Err(Error::CardinalityViolation);
                     }
-                    // `excluded.*` is the proposed row; plain names are the existing row.
-                    let mut scope = table_scope(&table, &alias);
-                    scope
-                        .columns
-                        .extend(table_scope(&table, "excluded").columns);
+                    let scope = conflict_scope(&table, &alias);
                     let mut both = old.clone();
                     both.extend(row.iter().cloned());
                     if let Some(sel) = selection {
@@ -375,6 +394,14 @@ pub async fn insert(
     finish(ctx, &table, &alias, writes, written, &ins.returning).await
 }
 
+/// The scope of ON CONFLICT DO UPDATE: the existing row by its plain names, then the
+/// proposed row as `excluded.*`.
+fn conflict_scope(table: &TableDesc, alias: &str) -> Scope {
+    let mut scope = table_scope(table, alias);
+    scope.columns.extend(table_scope(table, "excluded").columns);
+    scope
+}
+
 async fn assignment(
     ctx: &mut Context<'_>,
     table: &TableDesc,
@@ -396,6 +423,7 @@ async fn assignment(
             None => Expr::Literal(Datum::Null),
         }
     } else {
+        ctx.hint(&a.value, &table.columns[col].ty);
         ctx.bind(&a.value, scope).await?
     };
     let e = coerce_to(e, &table.columns[col].ty, &scope.columns)?;
@@ -489,6 +517,9 @@ async fn matching_rows(
         Some(w) => Some(ctx.bind(w, scope).await?),
         None => None,
     };
+    if ctx.describe {
+        return Ok(Vec::new());
+    }
     let keys = match &filter {
         Some(f) => crate::planner::point_keys(table, f)?,
         None => None,

@@ -84,6 +84,12 @@ pub enum Error {
     /// A statement not allowed in the current transaction state.
     #[error("{0}")]
     InvalidTransactionState(String),
+    /// A transaction-block statement (SAVEPOINT …) outside a transaction.
+    #[error("{0} can only be used in transaction blocks")]
+    NoActiveTransaction(&'static str),
+    /// ROLLBACK TO or RELEASE of a savepoint that does not exist.
+    #[error("savepoint \"{0}\" does not exist")]
+    InvalidSavepoint(String),
     /// A statement in a transaction that already failed.
     #[error("current transaction is aborted, commands ignored until end of transaction block")]
     InFailedTransaction,

@@ -228,6 +228,19 @@ impl Expr {
         })
     }
 
+    /// The value of a constant: a literal, or a literal kept under the cast that typed it
+    /// (see the planner's folding).
+    pub fn constant(&self) -> Option<&Datum> {
+        match self {
+            Expr::Literal(d) => Some(d),
+            Expr::Cast(x, _) => match &**x {
+                Expr::Literal(d) => Some(d),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// Whether the expression reads no column (it can be evaluated once).
     pub fn is_constant(&self) -> bool {
         let mut constant = true;

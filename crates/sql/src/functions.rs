@@ -141,6 +141,37 @@ impl Func {
         })
     }
 
+    /// How many arguments the function takes: at least, at most (`None`: any number).
+    pub fn arity(self) -> (usize, Option<usize>) {
+        use Func::*;
+        match self {
+            Random | GenRandomUuid | Version | CurrentDatabase => (0, Some(0)),
+            Lower | Upper | Length | Trim | Ltrim | Rtrim | Reverse | Abs | Ceil | Floor | Sqrt
+            | Sign | Trunc | JsonbTypeof => (1, Some(1)),
+            Round => (1, Some(2)),
+            Substr | Lpad | Rpad => (2, Some(3)),
+            Strpos | Left | Right | Repeat | Power | Mod | Nullif | DatePart | DateTrunc | Age => {
+                (2, Some(2))
+            }
+            Replace | SplitPart => (3, Some(3)),
+            Concat => (0, None),
+            Coalesce | Greatest | Least => (1, None),
+        }
+    }
+
+    /// Fails unless the function takes `n` arguments.
+    pub fn check_arity(self, n: usize) -> Result<()> {
+        let (min, max) = self.arity();
+        if n < min || max.is_some_and(|m| n > m) {
+            return Err(Error::UndefinedFunction(format!(
+                "{}() with {n} argument{}",
+                format!("{self:?}").to_lowercase(),
+                if n == 1 { "" } else { "s" }
+            )));
+        }
+        Ok(())
+    }
+
     /// Whether two calls with the same arguments may differ.
     pub fn is_volatile(self) -> bool {
         matches!(self, Func::Random | Func::GenRandomUuid)
@@ -203,6 +234,7 @@ fn int_arg(d: &Datum) -> Option<i64> {
 pub fn call(f: Func, args: Vec<Datum>) -> Result<Datum> {
     use Datum::*;
     use Func::*;
+    f.check_arity(args.len())?;
     match f {
         Coalesce => return Ok(args.into_iter().find(|a| !a.is_null()).unwrap_or(Null)),
         Concat => {
@@ -521,19 +553,24 @@ fn parse_timestamp_text(t: &str) -> Option<NaiveDateTime> {
         })
 }
 
-fn parse_timestamptz_text(t: &str) -> Option<DateTime<Utc>> {
+/// A timestamp with an offset (`…+02`, `…Z`); `None` when the text names no offset.
+fn parse_offset_timestamp(t: &str) -> Option<DateTime<chrono::FixedOffset>> {
     if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
-        return Some(dt.with_timezone(&Utc));
+        return Some(dt);
     }
-    for f in [
+    [
         "%Y-%m-%d %H:%M:%S%.f%#z",
         "%Y-%m-%d %H:%M:%S%.f%:z",
         "%Y-%m-%d %H:%M:%S%.f %#z",
         "%Y-%m-%dT%H:%M:%S%.f%#z",
-    ] {
-        if let Ok(dt) = DateTime::parse_from_str(t, f) {
-            return Some(dt.with_timezone(&Utc));
-        }
+    ]
+    .iter()
+    .find_map(|f| DateTime::parse_from_str(t, f).ok())
+}
+
+fn parse_timestamptz_text(t: &str) -> Option<DateTime<Utc>> {
+    if let Some(dt) = parse_offset_timestamp(t) {
+        return Some(dt.with_timezone(&Utc));
     }
     let stripped = t
         .strip_suffix(" UTC")
@@ -551,6 +588,8 @@ pub fn to_timestamp(d: Datum) -> Result<NaiveDateTime> {
         Datum::String(s) => {
             let t = s.trim();
             parse_timestamp_text(t)
+                // An offset is ignored, as Postgres ignores it for TIMESTAMP.
+                .or_else(|| parse_offset_timestamp(t).map(|x| x.naive_local()))
                 .or_else(|| parse_timestamptz_text(t).map(|x| x.naive_utc()))
                 .ok_or_else(|| bad_datetime("timestamp", &s))
         }

@@ -32,7 +32,8 @@ pub use catalog::{bootstrap, database_exists, DEFAULT_DATABASE};
 pub use error::{Error, Result};
 pub use expr::cast;
 pub use plan::Column;
-pub use session::{parse_one, Output, Session, TxnState};
+pub use planner::Params;
+pub use session::{parse_one, Described, Output, Session, TxnState};
 pub use sqlparser::ast::Statement as ParsedStatement;
 pub use types::{Datum, Interval, Type};
 

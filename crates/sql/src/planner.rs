@@ -32,12 +32,56 @@ pub struct Context<'a> {
     pub txn: &'a mut Txn,
     /// The session's current database.
     pub database: String,
-    /// Values of `$1`, `$2`, ….
-    pub params: &'a [Datum],
+    /// Values and types of `$1`, `$2`, …; placeholders of unknown type learn it here.
+    pub params: Params,
+    /// Describe only: bind and plan, but read and write no rows (DML stops before its
+    /// scans; queries are planned, not run).
+    pub describe: bool,
     /// The statement's timestamp, for `now()`.
     pub now: chrono::DateTime<chrono::Utc>,
     /// Common table expressions in scope: name → (columns, rows).
     pub ctes: Vec<(String, Vec<Column>, Vec<Vec<Datum>>)>,
+}
+
+/// The parameters of a statement.
+#[derive(Clone, Debug, Default)]
+pub struct Params {
+    /// Values of `$1`, `$2`, … (absent when only describing).
+    pub values: Vec<Datum>,
+    /// Their types: declared by the client, or inferred from where each placeholder appears
+    /// (`Unknown` until then).
+    pub types: Vec<Type>,
+}
+
+impl Params {
+    /// Values with no declared types.
+    pub fn values(values: Vec<Datum>) -> Self {
+        Params {
+            values,
+            types: Vec::new(),
+        }
+    }
+
+    /// The type of `$n` (0-based `i`), if known.
+    pub fn type_of(&self, i: usize) -> Type {
+        self.types.get(i).cloned().unwrap_or(Type::Unknown)
+    }
+}
+
+/// The 0-based index of a `$n` placeholder expression.
+fn placeholder_index(e: &ast::Expr) -> Option<usize> {
+    match e {
+        ast::Expr::Nested(x) => placeholder_index(x),
+        ast::Expr::Value(v) => match &v.value {
+            ast::Value::Placeholder(p) => p
+                .trim_start_matches('$')
+                .parse::<usize>()
+                .ok()
+                .and_then(|n| n.checked_sub(1)),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// The columns an expression may name.
@@ -200,7 +244,7 @@ pub fn is_serial(dt: &ast::DataType) -> bool {
         if name.to_string().to_lowercase().contains("serial"))
 }
 
-fn literal(v: &ast::Value, params: &[Datum]) -> Result<Expr> {
+fn literal(v: &ast::Value) -> Result<Expr> {
     use ast::Value as V;
     Ok(Expr::Literal(match v {
         V::Number(s, _) => {
@@ -225,16 +269,6 @@ fn literal(v: &ast::Value, params: &[Datum]) -> Result<Expr> {
         V::HexStringLiteral(h) => Datum::Bytes(crate::expr::parse_bytea(&format!("\\x{h}"))?),
         V::Boolean(b) => Datum::Bool(*b),
         V::Null => Datum::Null,
-        V::Placeholder(p) => {
-            let n: usize = p
-                .trim_start_matches('$')
-                .parse()
-                .map_err(|_| Error::Syntax(format!("bad placeholder {p}")))?;
-            params
-                .get(n.wrapping_sub(1))
-                .cloned()
-                .ok_or(Error::UndefinedParameter(n))?
-        }
         other => return Err(Error::FeatureNotSupported(format!("literal {other}"))),
     }))
 }
@@ -405,6 +439,50 @@ fn const_usize(e: &Expr, what: &str) -> Result<usize> {
 }
 
 impl Context<'_> {
+    /// A `$n` placeholder: its value (NULL when describing), typed as declared or inferred.
+    fn placeholder(&self, p: &str) -> Result<Expr> {
+        let n: usize = p
+            .trim_start_matches('$')
+            .parse()
+            .map_err(|_| Error::Syntax(format!("bad placeholder {p}")))?;
+        let i = n.checked_sub(1).ok_or(Error::UndefinedParameter(n))?;
+        let value = match self.params.values.get(i) {
+            Some(v) => v.clone(),
+            None if self.describe => Datum::Null,
+            None => return Err(Error::UndefinedParameter(n)),
+        };
+        match self.params.type_of(i) {
+            Type::Unknown => Ok(Expr::Literal(value)),
+            ty => fold(Expr::Cast(Box::new(Expr::Literal(value)), ty)),
+        }
+    }
+
+    /// Records that the placeholder `e` (if it is one, of a type not yet known) is of type
+    /// `ty`, as Postgres infers `$1` in `a = $1` from `a`. Lengths and precisions are dropped:
+    /// a parameter compared with a VARCHAR(5) may be longer.
+    pub fn hint(&mut self, e: &ast::Expr, ty: &Type) {
+        let Some(i) = placeholder_index(e) else {
+            return;
+        };
+        if *ty == Type::Unknown || self.params.type_of(i) != Type::Unknown {
+            return;
+        }
+        if self.params.types.len() <= i {
+            self.params.types.resize(i + 1, Type::Unknown);
+        }
+        self.params.types[i] = match ty {
+            Type::String { fixed, .. } => Type::String {
+                max_len: None,
+                fixed: *fixed,
+            },
+            Type::Decimal { .. } => Type::Decimal {
+                precision: None,
+                scale: None,
+            },
+            other => other.clone(),
+        };
+    }
+
     /// Binds an expression against a scope.
     pub fn bind<'s>(
         &'s mut self,
@@ -480,7 +558,11 @@ impl Context<'_> {
                 };
                 Expr::Column(scope.resolve(Some(&t), &n)?)
             }
-            E::Value(v) => literal(&v.value, self.params)?,
+            E::Value(ast::ValueWithSpan {
+                value: ast::Value::Placeholder(p),
+                ..
+            }) => self.placeholder(p)?,
+            E::Value(v) => literal(&v.value)?,
             E::Nested(x) => self.bind(x, scope).await?,
             E::UnaryOp { op, expr } => {
                 let x = self.bind(expr, scope).await?;
@@ -496,9 +578,32 @@ impl Context<'_> {
                 }
             }
             E::BinaryOp { left, op, right } => {
-                let l = self.bind(left, scope).await?;
-                let r = self.bind(right, scope).await?;
                 use ast::BinaryOperator as O;
+                let text_op = matches!(
+                    op,
+                    O::StringConcat
+                        | O::PGLikeMatch
+                        | O::PGNotLikeMatch
+                        | O::PGILikeMatch
+                        | O::PGNotILikeMatch
+                );
+                if text_op {
+                    self.hint(left, &Type::TEXT);
+                    self.hint(right, &Type::TEXT);
+                } else if matches!(op, O::And | O::Or) {
+                    self.hint(left, &Type::Bool);
+                    self.hint(right, &Type::Bool);
+                }
+                let mut l = self.bind(left, scope).await?;
+                if !matches!(op, O::Arrow | O::LongArrow) && placeholder_index(right).is_some() {
+                    self.hint(right, &type_of(&l, &scope.columns));
+                }
+                let r = self.bind(right, scope).await?;
+                if placeholder_index(left).is_some() {
+                    // `$1 = a`: rebind the placeholder with the type learnt from the right.
+                    self.hint(left, &type_of(&r, &scope.columns));
+                    l = self.bind(left, scope).await?;
+                }
                 let bop = match op {
                     O::And => return Ok(Expr::And(b(l), b(r))),
                     O::Or => return Ok(Expr::Or(b(l), b(r))),
@@ -556,12 +661,21 @@ impl Context<'_> {
                 negated,
                 ..
             } => {
-                let x = self.bind(expr, scope).await?;
+                let mut x = self.bind(expr, scope).await?;
+                if let (ast::InTarget::List(items), Some(_)) = (target, placeholder_index(expr)) {
+                    // `$1 IN (a, b)`: the placeholder takes the list's type.
+                    if let Some(first) = items.iter().find(|i| placeholder_index(i).is_none()) {
+                        let t = self.bind(first, scope).await?;
+                        self.hint(expr, &type_of(&t, &scope.columns));
+                        x = self.bind(expr, scope).await?;
+                    }
+                }
                 let ty = type_of(&x, &scope.columns);
                 let list = match target {
                     ast::InTarget::List(items) => {
                         let mut out = Vec::new();
                         for i in items {
+                            self.hint(i, &ty);
                             let v = self.bind(i, scope).await?;
                             out.push(coerce_to(v, &ty, &scope.columns)?);
                         }
@@ -589,6 +703,9 @@ impl Context<'_> {
                 high,
             } => {
                 let x = self.bind(expr, scope).await?;
+                let ty = type_of(&x, &scope.columns);
+                self.hint(low, &ty);
+                self.hint(high, &ty);
                 let lo = self.bind(low, scope).await?;
                 let hi = self.bind(high, scope).await?;
                 let (x1, lo) = self.coerce_pair(x.clone(), lo, &scope.columns)?;
@@ -614,22 +731,27 @@ impl Context<'_> {
                 expr,
                 pattern,
                 ..
-            } => Expr::Like {
-                expr: b(self.bind(expr, scope).await?),
-                pattern: b(self.bind(pattern, scope).await?),
-                negated: *negated,
-                case_insensitive: matches!(e, E::ILike { .. }),
-            },
+            } => {
+                self.hint(expr, &Type::TEXT);
+                self.hint(pattern, &Type::TEXT);
+                Expr::Like {
+                    expr: b(self.bind(expr, scope).await?),
+                    pattern: b(self.bind(pattern, scope).await?),
+                    negated: *negated,
+                    case_insensitive: matches!(e, E::ILike { .. }),
+                }
+            }
             E::Cast {
                 expr, data_type, ..
             } => {
                 let ty = sql_type(data_type)?;
+                self.hint(expr, &ty);
                 let x = self.bind(expr, scope).await?;
                 fold(Expr::Cast(b(x), ty))?
             }
             E::TypedString(ts) => {
                 let ty = sql_type(&ts.data_type)?;
-                let v = literal(&ts.value.value, self.params)?;
+                let v = literal(&ts.value.value)?;
                 fold(Expr::Cast(b(v), ty))?
             }
             E::Interval(iv) => {
@@ -805,6 +927,7 @@ impl Context<'_> {
             _ => {}
         }
         let func = Func::lookup(&name).ok_or_else(|| Error::UndefinedFunction(name.clone()))?;
+        func.check_arity(args.len())?;
         fold(Expr::Call(func, args))
     }
 
@@ -878,11 +1001,17 @@ impl Context<'_> {
             Some(ast::LimitClause::LimitOffset { limit, offset, .. }) => {
                 let empty = Scope::default();
                 let l = match limit {
-                    Some(l) => Some(const_usize(&self.bind(l, &empty).await?, "LIMIT")?),
+                    Some(l) => {
+                        self.hint(l, &Type::Int8);
+                        Some(const_usize(&self.bind(l, &empty).await?, "LIMIT")?)
+                    }
                     None => None,
                 };
                 let o = match offset {
-                    Some(o) => const_usize(&self.bind(&o.value, &empty).await?, "OFFSET")?,
+                    Some(o) => {
+                        self.hint(&o.value, &Type::Int8);
+                        const_usize(&self.bind(&o.value, &empty).await?, "OFFSET")?
+                    }
                     None => 0,
                 };
                 (l, o)
@@ -1659,11 +1788,19 @@ fn output_name(e: &ast::Expr) -> String {
 }
 
 /// Folds an expression with no column reference into a literal (when it evaluates).
+///
+/// The literal stays under its cast when its value alone would not tell its type
+/// (`NULL::int4`, `$1` declared INT2), so result columns and parameters keep their types.
 fn fold(e: Expr) -> Result<Expr> {
-    if e.is_constant() {
-        return Ok(Expr::Literal(e.eval(&[])?));
+    if !e.is_constant() {
+        return Ok(e);
     }
-    Ok(e)
+    let ty = type_of(&e, &[]);
+    let value = e.eval(&[])?;
+    if ty != Type::Unknown && value.natural_type() != ty {
+        return Ok(Expr::Cast(Box::new(Expr::Literal(value)), ty));
+    }
+    Ok(Expr::Literal(value))
 }
 
 /// Casts an expression to `ty` when it is an untyped or string literal (`'5'` for an INT).
@@ -1728,8 +1865,8 @@ pub fn point_keys(table: &TableDesc, pred: &Expr) -> Result<Option<Vec<Vec<u8>>>
     for c in conjuncts(pred) {
         let (col, vals) = match c {
             Expr::Binary(BinOp::Eq, a, b) => match (&**a, &**b) {
-                (Expr::Column(i), Expr::Literal(d)) | (Expr::Literal(d), Expr::Column(i)) => {
-                    (*i, vec![d.clone()])
+                (Expr::Column(i), c) | (c, Expr::Column(i)) if c.constant().is_some() => {
+                    (*i, c.constant().into_iter().cloned().collect())
                 }
                 _ => continue,
             },
@@ -1737,9 +1874,9 @@ pub fn point_keys(table: &TableDesc, pred: &Expr) -> Result<Option<Vec<Vec<u8>>>
                 Expr::Column(i) => {
                     let mut vals = Vec::new();
                     for item in list {
-                        match item {
-                            Expr::Literal(d) => vals.push(d.clone()),
-                            _ => return Ok(None),
+                        match item.constant() {
+                            Some(d) => vals.push(d.clone()),
+                            None => return Ok(None),
                         }
                     }
                     (*i, vals)

@@ -19,8 +19,19 @@ use crate::catalog::{self, CheckDesc, ColumnDesc, IndexDesc, TableDesc, DEFAULT_
 use crate::dml;
 use crate::error::{Error, Result};
 use crate::plan::{execute, Column, Row};
-use crate::planner::{ident, is_serial, must_table, name_parts, sql_type, table_name, Context};
+use crate::planner::{
+    ident, is_serial, must_table, name_parts, sql_type, table_name, Context, Params,
+};
 use crate::types::{Datum, Type};
+
+/// What Describe tells a client about a prepared statement.
+#[derive(Clone, Debug)]
+pub struct Described {
+    /// Types of `$1`, `$2`, ….
+    pub param_types: Vec<Type>,
+    /// Result columns (empty for statements that return no rows).
+    pub columns: Vec<Column>,
+}
 
 /// What a statement returns.
 #[derive(Debug)]
@@ -70,6 +81,8 @@ pub struct Session {
     user: String,
     txn: Option<Txn>,
     failed: bool,
+    /// The transaction's open savepoints, oldest first.
+    savepoints: Vec<(String, bini_txn::Savepoint)>,
     settings: Vec<(String, String)>,
 }
 
@@ -85,6 +98,7 @@ impl Session {
             user: user.to_string(),
             txn: None,
             failed: false,
+            savepoints: Vec::new(),
             settings: vec![
                 ("application_name".into(), String::new()),
                 ("timezone".into(), "UTC".into()),
@@ -137,7 +151,7 @@ impl Session {
         };
         let mut out = Vec::new();
         for s in &stmts {
-            let r = self.execute(s, &[], upsert).await;
+            let r = self.execute(s, &Params::default(), upsert).await;
             let failed = r.is_err();
             out.push(r);
             if failed {
@@ -151,7 +165,7 @@ impl Session {
     pub async fn execute(
         &mut self,
         stmt: &ast::Statement,
-        params: &[Datum],
+        params: &Params,
         upsert: bool,
     ) -> Result<Output> {
         use ast::Statement as S;
@@ -163,9 +177,11 @@ impl Session {
                 }
                 self.txn = Some(self.db.begin());
                 self.failed = false;
+                self.savepoints.clear();
                 return Ok(Output::Begin);
             }
             S::Commit { .. } => {
+                self.savepoints.clear();
                 let Some(mut txn) = self.txn.take() else {
                     return Ok(Output::End("COMMIT"));
                 };
@@ -184,15 +200,15 @@ impl Session {
                     let _ = txn.rollback().await;
                 }
                 self.failed = false;
+                self.savepoints.clear();
                 return Ok(Output::End("ROLLBACK"));
             }
+            S::Savepoint { name } => return self.savepoint(ident(name)),
             S::Rollback {
-                savepoint: Some(_), ..
-            }
-            | S::Savepoint { .. }
-            | S::ReleaseSavepoint { .. } => {
-                return self.fail(Err(Error::FeatureNotSupported("savepoints".into())));
-            }
+                savepoint: Some(name),
+                ..
+            } => return self.rollback_to(ident(name)).await,
+            S::ReleaseSavepoint { name } => return self.release(ident(name)),
             _ => {}
         }
         if self.failed {
@@ -227,52 +243,117 @@ impl Session {
         }
     }
 
-    /// The result columns a statement would have (for Describe), without running it.
+    /// What Describe reports of a statement, without running it: the types of its
+    /// parameters (declared ones kept, the rest inferred from where they appear, TEXT when
+    /// nothing says) and its result columns.
     pub async fn describe(
         &mut self,
         stmt: &ast::Statement,
-        params: &[Datum],
-    ) -> Result<Vec<Column>> {
+        declared: &[Type],
+        upsert: bool,
+    ) -> Result<Described> {
         use ast::Statement as S;
-        let returning = match stmt {
-            S::Query(_) => true,
-            S::Insert(i) => i.returning.is_some(),
-            S::Update(u) => u.returning.is_some(),
-            S::Delete(d) => d.returning.is_some(),
+        let mut params = Params {
+            values: Vec::new(),
+            types: declared.to_vec(),
+        };
+        let bind = matches!(
+            stmt,
+            S::Query(_) | S::Insert(_) | S::Update(_) | S::Delete(_)
+        );
+        let shows = matches!(
+            stmt,
             S::ShowVariable { .. }
-            | S::ShowDatabases { .. }
-            | S::ShowTables { .. }
-            | S::ShowColumns { .. }
-            | S::ShowCreate { .. }
-            | S::Explain { .. } => true,
-            _ => false,
-        };
-        if !returning {
-            return Ok(Vec::new());
-        }
-        // Plan (or, for statements with side effects, run) in a transaction that is rolled
-        // back: only the columns are kept.
-        let mut txn = self.db.begin();
-        let r = match stmt {
-            S::Query(q) => {
-                let now = chrono::Utc::now();
-                let mut ctx = Context {
-                    txn: &mut txn,
-                    database: self.database.clone(),
-                    params,
-                    now,
-                    ctes: Vec::new(),
-                };
-                ctx.plan_query(q).await.map(|p| p.columns)
+                | S::ShowDatabases { .. }
+                | S::ShowTables { .. }
+                | S::ShowColumns { .. }
+                | S::ShowCreate { .. }
+                | S::Explain { .. }
+        );
+        let mut columns = Vec::new();
+        if bind || shows {
+            // Planned in a transaction of its own that reads nothing it keeps.
+            let mut txn = self.db.begin();
+            let r = if bind {
+                let mut ctx = self.context(&mut txn, params.clone(), true);
+                let r = self.run_in(&mut ctx, stmt, upsert).await;
+                params = ctx.params;
+                r
+            } else {
+                self.run(&mut txn, stmt, &params, false).await
+            };
+            let _ = txn.rollback().await;
+            if let Output::Rows { columns: c, .. } = r? {
+                columns = c;
             }
-            _ => match self.run(&mut txn, stmt, params, false).await {
-                Ok(Output::Rows { columns, .. }) => Ok(columns),
-                Ok(_) => Ok(Vec::new()),
-                Err(e) => Err(e),
-            },
+        }
+        let param_types = params
+            .types
+            .into_iter()
+            .map(|t| if t == Type::Unknown { Type::TEXT } else { t })
+            .collect();
+        Ok(Described {
+            param_types,
+            columns,
+        })
+    }
+
+    /// SAVEPOINT: a point in the open transaction to roll back to.
+    fn savepoint(&mut self, name: String) -> Result<Output> {
+        let Some(txn) = &mut self.txn else {
+            return Err(Error::NoActiveTransaction("SAVEPOINT"));
         };
-        let _ = txn.rollback().await;
-        r
+        if self.failed {
+            return Err(Error::InFailedTransaction);
+        }
+        let sp = txn.savepoint();
+        self.savepoints.push((name, sp));
+        Ok(Output::Command("SAVEPOINT".into()))
+    }
+
+    /// ROLLBACK TO SAVEPOINT: undoes what the transaction wrote since, and clears a failure.
+    /// The savepoint stays open. A transaction the cluster aborted (a retryable error) cannot
+    /// be mended in place; rolling back to a savepoint set before any write
+    /// (`cockroach_restart`) starts it again instead.
+    async fn rollback_to(&mut self, name: String) -> Result<Output> {
+        let Some(txn) = &mut self.txn else {
+            return Err(Error::NoActiveTransaction("ROLLBACK TO SAVEPOINT"));
+        };
+        let Some(pos) = self.savepoints.iter().rposition(|(n, _)| *n == name) else {
+            return self.fail(Err(Error::InvalidSavepoint(name)));
+        };
+        self.savepoints.truncate(pos + 1);
+        let sp = self.savepoints[pos].1;
+        match txn.rollback_to(sp).await {
+            Ok(()) => {}
+            Err(e) if e.is_retryable() && sp.at_start() => {
+                let _ = txn.rollback().await;
+                let mut fresh = self.db.begin();
+                self.savepoints[pos].1 = fresh.savepoint();
+                self.txn = Some(fresh);
+            }
+            Err(e) => return self.fail(Err(e.into())),
+        }
+        self.failed = false;
+        Ok(Output::Command("ROLLBACK".into()))
+    }
+
+    /// RELEASE SAVEPOINT: forgets the savepoint and every later one; its writes stay.
+    fn release(&mut self, name: String) -> Result<Output> {
+        let Some(txn) = &mut self.txn else {
+            return Err(Error::NoActiveTransaction("RELEASE SAVEPOINT"));
+        };
+        if self.failed {
+            return Err(Error::InFailedTransaction);
+        }
+        let Some(pos) = self.savepoints.iter().rposition(|(n, _)| *n == name) else {
+            return self.fail(Err(Error::InvalidSavepoint(name)));
+        };
+        self.savepoints.truncate(pos);
+        if self.savepoints.is_empty() {
+            txn.forget_savepoints();
+        }
+        Ok(Output::Command("RELEASE".into()))
     }
 
     fn fail<T>(&mut self, r: Result<T>) -> Result<T> {
@@ -286,6 +367,10 @@ impl Session {
     async fn session_statement(&mut self, stmt: &ast::Statement) -> Result<Option<Output>> {
         use ast::Statement as S;
         Ok(Some(match stmt {
+            // Prepared statements live in the gateway; drivers deallocate to reset their
+            // caches after DDL (psycopg sends DEALLOCATE ALL).
+            S::Deallocate { .. } => Output::Command("DEALLOCATE".into()),
+            S::Discard { .. } => Output::Command("DISCARD ALL".into()),
             S::Set(ast::Set::SingleAssignment {
                 variable, values, ..
             }) => {
@@ -371,21 +456,36 @@ impl Session {
         &mut self,
         txn: &mut Txn,
         stmt: &ast::Statement,
-        params: &[Datum],
+        params: &Params,
         upsert: bool,
     ) -> Result<Output> {
-        use ast::Statement as S;
+        let mut ctx = self.context(txn, params.clone(), false);
+        self.run_in(&mut ctx, stmt, upsert).await
+    }
+
+    /// The planning context of a statement in `txn`.
+    fn context<'t>(&self, txn: &'t mut Txn, params: Params, describe: bool) -> Context<'t> {
         let now = {
             let ts = txn.read_timestamp();
             chrono::DateTime::from_timestamp_nanos(ts.wall as i64)
         };
-        let mut ctx = Context {
+        Context {
             txn,
             database: self.database.clone(),
             params,
+            describe,
             now,
             ctes: Vec::new(),
-        };
+        }
+    }
+
+    async fn run_in(
+        &mut self,
+        ctx: &mut Context<'_>,
+        stmt: &ast::Statement,
+        upsert: bool,
+    ) -> Result<Output> {
+        use ast::Statement as S;
         match stmt {
             S::Query(q) => {
                 let planned = ctx.plan_query(q).await?;
@@ -397,11 +497,11 @@ impl Session {
                 })
             }
             S::Insert(ins) => {
-                let r = dml::insert(&mut ctx, ins, self.db.node_id(), upsert).await?;
+                let r = dml::insert(ctx, ins, self.db.node_id(), upsert).await?;
                 Ok(dml_output(r, if upsert { "UPSERT" } else { "INSERT" }))
             }
-            S::Update(u) => Ok(dml_output(dml::update(&mut ctx, u).await?, "UPDATE")),
-            S::Delete(d) => Ok(dml_output(dml::delete(&mut ctx, d).await?, "DELETE")),
+            S::Update(u) => Ok(dml_output(dml::update(ctx, u).await?, "UPDATE")),
+            S::Delete(d) => Ok(dml_output(dml::delete(ctx, d).await?, "DELETE")),
             S::CreateDatabase {
                 db_name,
                 if_not_exists,
@@ -412,11 +512,11 @@ impl Session {
                 Ok(Output::Command("CREATE DATABASE".into()))
             }
             S::CreateTable(ct) => {
-                self.create_table(&mut ctx, ct).await?;
+                self.create_table(ctx, ct).await?;
                 Ok(Output::Command("CREATE TABLE".into()))
             }
             S::CreateIndex(ci) => {
-                self.create_index(&mut ctx, ci).await?;
+                self.create_index(ctx, ci).await?;
                 Ok(Output::Command("CREATE INDEX".into()))
             }
             S::Drop {
@@ -424,9 +524,9 @@ impl Session {
                 if_exists,
                 names,
                 ..
-            } => self.drop(&mut ctx, *object_type, *if_exists, names).await,
+            } => self.drop(ctx, *object_type, *if_exists, names).await,
             S::AlterTable(at) => {
-                self.alter_table(&mut ctx, at).await?;
+                self.alter_table(ctx, at).await?;
                 Ok(Output::Command("ALTER TABLE".into()))
             }
             S::ShowDatabases { .. } => {
@@ -463,7 +563,7 @@ impl Session {
                 else {
                     return Err(Error::Syntax("SHOW COLUMNS needs FROM <table>".into()));
                 };
-                let t = must_table(&mut ctx, n).await?;
+                let t = must_table(ctx, n).await?;
                 let pk: Vec<usize> = t.primary_positions();
                 Ok(Output::Rows {
                     columns: ["column_name", "data_type", "is_nullable", "column_default"]
@@ -495,7 +595,7 @@ impl Session {
                 })
             }
             S::ShowCreate { obj_name, .. } => {
-                let t = must_table(&mut ctx, obj_name).await?;
+                let t = must_table(ctx, obj_name).await?;
                 Ok(text_rows(
                     &["table_name", "create_statement"],
                     vec![vec![t.name.clone(), show_create(&t)]],
@@ -517,7 +617,7 @@ impl Session {
             }
             S::Truncate(t) => {
                 for target in &t.table_names {
-                    let desc = must_table(&mut ctx, &target.name).await?;
+                    let desc = must_table(ctx, &target.name).await?;
                     let (start, end) = desc.primary_span();
                     catalog::delete_span(ctx.txn, &start, &end).await?;
                     for idx in &desc.indexes {
@@ -959,8 +1059,12 @@ impl Session {
 /// `UPSERT INTO` is rewritten to `INSERT INTO` and flagged.
 fn rewrite_upsert(sql: &str) -> (String, bool) {
     let trimmed = sql.trim_start();
-    if trimmed.len() >= 6 && trimmed[..6].eq_ignore_ascii_case("upsert") {
-        (format!("INSERT{}", &trimmed[6..]), true)
+    if let Some(rest) = trimmed
+        .get(..6)
+        .filter(|w| w.eq_ignore_ascii_case("upsert"))
+        .map(|_| &trimmed[6..])
+    {
+        (format!("INSERT{rest}"), true)
     } else {
         (sql.to_string(), false)
     }

@@ -40,7 +40,7 @@ use bini_proto::{request, BatchHeader, Request, Response, TxnMeta};
 use parking_lot::Mutex;
 
 pub use error::{Error, Result, RetryReason};
-pub use txn::{delete, put, Txn};
+pub use txn::{delete, put, Savepoint, Txn};
 
 /// How often a coordinator heartbeats the records of its open transactions.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(400);

@@ -53,6 +53,29 @@ pub struct Txn {
     state: State,
     shared: Arc<Mutex<Shared>>,
     heartbeat: Option<tokio::task::JoinHandle<()>>,
+    /// While a savepoint is open: every key written since the oldest one, with the value the
+    /// transaction saw there just before (oldest first).
+    undo: Option<UndoLog>,
+}
+
+/// Keys written under savepoints, each with the value the transaction saw before.
+type UndoLog = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
+/// A point a transaction can roll back to ([`Txn::savepoint`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Savepoint {
+    /// Position in the undo log.
+    pos: usize,
+    /// Taken before the transaction wrote anything.
+    at_start: bool,
+}
+
+impl Savepoint {
+    /// Whether the savepoint was taken before the transaction wrote anything (rolling back
+    /// to it may as well restart the transaction).
+    pub fn at_start(&self) -> bool {
+        self.at_start
+    }
 }
 
 impl Txn {
@@ -86,6 +109,7 @@ impl Txn {
             state: State::Open,
             shared: Arc::default(),
             heartbeat: None,
+            undo: None,
         }
     }
 
@@ -230,6 +254,13 @@ impl Txn {
         let Some(first) = keys.first().cloned() else {
             return Ok(());
         };
+        if self.undo.is_some() {
+            // Under a savepoint: remember what each key held, to put it back on rollback.
+            let before = self.get_many(&keys).await?;
+            if let Some(undo) = &mut self.undo {
+                undo.extend(keys.iter().cloned().zip(before));
+            }
+        }
         if !self.has_record {
             self.meta.anchor = first;
             reqs.push(Request {
@@ -248,6 +279,45 @@ impl Txn {
         let resp = self.send_writes(reqs).await?;
         self.absorb(&resp);
         Ok(())
+    }
+
+    /// Marks a point to roll back to. Until [`forget_savepoints`](Self::forget_savepoints),
+    /// each write first reads what it overwrites (one extra round trip per write batch).
+    pub fn savepoint(&mut self) -> Savepoint {
+        let at_start = self.writes.is_empty();
+        Savepoint {
+            pos: self.undo.get_or_insert_with(Vec::new).len(),
+            at_start,
+        }
+    }
+
+    /// Undoes every write made since `sp`, restoring what the transaction saw then. The keys
+    /// stay locked by this transaction until it ends, as in CockroachDB.
+    pub async fn rollback_to(&mut self, sp: Savepoint) -> Result<()> {
+        let Some(undo) = &mut self.undo else {
+            return Ok(());
+        };
+        let later = undo.split_off(sp.pos.min(undo.len()));
+        let mut restored = BTreeSet::new();
+        let mut reqs = Vec::new();
+        for (key, before) in later {
+            // The first record of a key holds its value at the savepoint.
+            if restored.insert(key.clone()) {
+                reqs.push(match before {
+                    Some(v) => put(&key, &v),
+                    None => delete(&key),
+                });
+            }
+        }
+        let undo = self.undo.take();
+        let r = self.write(reqs).await;
+        self.undo = undo;
+        r
+    }
+
+    /// Ends savepoint bookkeeping (no savepoint is open any more).
+    pub fn forget_savepoints(&mut self) {
+        self.undo = None;
     }
 
     async fn send_writes(&mut self, reqs: Vec<Request>) -> Result<Vec<Response>> {
