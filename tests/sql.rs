@@ -145,3 +145,55 @@ async fn errors_carry_a_message_a_sqlstate_and_a_non_zero_exit() {
     let out = psql(addr, "select v from t where id = 1");
     assert_eq!(text(&out.stdout), "a\n");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn as_of_system_time_reads_the_past_on_any_node() {
+    let c = Cluster::start(3, &[]).await;
+    wait_for_sql(&c).await;
+    let connect = |i: usize| {
+        let cs = bini_e2e::pg_conn_str(&c.nodes[i].addr);
+        async move {
+            let (client, conn) = tokio_postgres::connect(&cs, tokio_postgres::NoTls)
+                .await
+                .expect("connect");
+            tokio::spawn(conn);
+            client
+        }
+    };
+    let a = connect(0).await;
+    a.batch_execute(
+        "create table hist (k int primary key, v text); insert into hist values (1, 'old')",
+    )
+    .await
+    .expect("setup");
+    // A timestamp after the insert and before the update: a later statement's now(), one
+    // microsecond up (its text form is truncated to microseconds).
+    let between: String = a
+        .query_one("select (now() + interval '1 microsecond')::string", &[])
+        .await
+        .expect("now")
+        .get(0);
+    a.batch_execute("update hist set v = 'new' where k = 1; insert into hist values (2, 'x')")
+        .await
+        .expect("update");
+    for i in 0..3 {
+        let b = connect(i).await;
+        let old: Vec<(i64, String)> = b
+            .query(
+                &format!("select k, v from hist as of system time '{between}' order by k"),
+                &[],
+            )
+            .await
+            .expect("AS OF SYSTEM TIME read")
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        assert_eq!(old, [(1, "old".to_string())], "node {i} at {between}");
+        let now: i64 = b
+            .query_one("select count(*) from hist", &[])
+            .await
+            .expect("current read")
+            .get(0);
+        assert_eq!(now, 2);
+    }
+}

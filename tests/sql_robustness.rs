@@ -696,6 +696,8 @@ async fn random_statements_and_malformed_messages_never_crash_a_node() {
         clients.push(client);
     }
     let (mut ok, mut errors, mut internal) = (0usize, 0usize, Vec::new());
+    let mut slowest: Vec<(Duration, String)> = Vec::new();
+    let run_started = std::time::Instant::now();
     // Each node's connection takes a block of statements in turn and ends with ROLLBACK, so a
     // transaction left open never blocks the next connection's writes.
     let block = STATEMENTS / clients.len() + 1;
@@ -705,6 +707,7 @@ async fn random_statements_and_malformed_messages_never_crash_a_node() {
         if i % block == block - 1 {
             client.batch_execute("ROLLBACK").await.expect("ROLLBACK");
         }
+        let started = std::time::Instant::now();
         let r = if g.rng.random_bool(0.5) {
             client.simple_query(&stmt).await.map(|_| ())
         } else {
@@ -716,6 +719,11 @@ async fn random_statements_and_malformed_messages_never_crash_a_node() {
                 Err(e) => Err(e),
             }
         };
+        slowest.push((started.elapsed(), stmt.clone()));
+        if slowest.len() > 5 {
+            slowest.sort_by_key(|s| std::cmp::Reverse(s.0));
+            slowest.truncate(5);
+        }
         match r {
             Ok(()) => ok += 1,
             Err(e) => match e.as_db_error() {
@@ -732,7 +740,13 @@ async fn random_statements_and_malformed_messages_never_crash_a_node() {
             panic!("statement {i} closed the connection: {stmt:?}");
         }
     }
-    println!("{ok} statements succeeded, {errors} failed with a SQLSTATE");
+    println!(
+        "{ok} statements succeeded, {errors} failed with a SQLSTATE, in {:?}",
+        run_started.elapsed()
+    );
+    for (d, s) in &slowest {
+        println!("slow: {d:?} {}", s.chars().take(200).collect::<String>());
+    }
     for s in internal.iter().take(20) {
         println!("internal error: {s}");
     }

@@ -36,7 +36,7 @@ use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::net::TcpStream;
 
-use bini_sql::{Datum, Output, Params, Session, Type as SqlType};
+use bini_sql::{Datum, Output, Params, Parsed, Session, Type as SqlType};
 use bini_txn::Db;
 
 /// The SQLSTATE of a SQL error. This is the only place codes are chosen.
@@ -73,6 +73,7 @@ pub fn sqlstate(e: &bini_sql::Error) -> &'static str {
         E::InvalidSavepoint(_) => "3B001",
         E::Canceled => "57014",
         E::Txn(t) if t.is_retryable() => "40001",
+        E::Txn(bini_txn::Error::Kv(bini_kv::Error::BelowGcThreshold { .. })) => "72000",
         E::Txn(bini_txn::Error::Kv(k)) if k.is_retryable() => "40001",
         E::Txn(_) => "XX000",
         E::Internal(_) => "XX000",
@@ -306,8 +307,7 @@ impl SimpleQueryHandler for Conn {
 /// A statement prepared with Parse.
 #[derive(Clone, Debug)]
 pub struct Prepared {
-    stmt: Option<Arc<bini_sql::ParsedStatement>>,
-    upsert: bool,
+    stmt: Option<Arc<Parsed>>,
     /// Parameter types as reported to the client (declared ones as declared).
     param_types: Vec<Type>,
     /// The same as bini types, for typing the values (`Unknown` for declared types bini
@@ -363,7 +363,7 @@ impl QueryParser for Parser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let (stmt, upsert) = bini_sql::parse_one(sql).map_err(|e| user_error(&e))?;
+        let stmt = bini_sql::parse_one(sql).map_err(|e| user_error(&e))?;
         let n = placeholder_count(sql).max(types.len());
         let declared: Vec<Option<Type>> = (0..n).map(|i| types.get(i).cloned().flatten()).collect();
         let declared_sql: Vec<SqlType> = declared
@@ -380,9 +380,7 @@ impl QueryParser for Parser {
         let described = match &stmt {
             Some(st) => self
                 .session
-                .with(client, async |s| {
-                    s.describe(st, &declared_sql, upsert).await
-                })
+                .with(client, async |s| s.describe(st, &declared_sql).await)
                 .await
                 .ok(),
             None => None,
@@ -407,7 +405,6 @@ impl QueryParser for Parser {
             .collect();
         Ok(Some(Prepared {
             stmt: stmt.map(Arc::new),
-            upsert,
             param_types,
             sql_types,
             columns: described.map(|d| d.columns),
@@ -516,10 +513,9 @@ impl ExtendedQueryHandler for Conn {
                 .collect::<PgWireResult<Vec<_>>>()?,
             types: prepared.sql_types.clone(),
         };
-        let upsert = prepared.upsert;
         let result = self
             .session
-            .with(client, async |s| s.execute(&stmt, &params, upsert).await)
+            .with(client, async |s| s.execute(&stmt, &params).await)
             .await;
         match result {
             Ok(out) => to_response(out, &portal.result_column_format),
@@ -542,9 +538,9 @@ impl Conn {
         let Some(stmt) = prepared.stmt.clone() else {
             return Ok(Vec::new());
         };
-        let (types, upsert) = (prepared.sql_types.clone(), prepared.upsert);
+        let types = prepared.sql_types.clone();
         self.session
-            .with(client, async |s| s.describe(&stmt, &types, upsert).await)
+            .with(client, async |s| s.describe(&stmt, &types).await)
             .await
             .map(|d| d.columns)
             .map_err(|e| user_error(&e))

@@ -23,6 +23,7 @@ mod encoding;
 mod error;
 mod expr;
 mod functions;
+mod parse;
 mod plan;
 mod planner;
 mod session;
@@ -31,10 +32,10 @@ mod types;
 pub use catalog::{bootstrap, database_exists, DEFAULT_DATABASE};
 pub use error::{Error, Result};
 pub use expr::cast;
+pub use parse::{parse, parse_one, AsOf, Parsed};
 pub use plan::Column;
 pub use planner::Params;
-pub use session::{parse_one, Described, Output, Session, TxnState};
-pub use sqlparser::ast::Statement as ParsedStatement;
+pub use session::{Described, Output, Session, TxnState};
 pub use types::{Datum, Interval, Type};
 
 /// The server version reported to clients (a PostgreSQL version drivers accept).

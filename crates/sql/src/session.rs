@@ -13,11 +13,13 @@ use std::time::Duration;
 
 use sqlparser::ast;
 
+use bini_mvcc::Timestamp;
 use bini_txn::{Db, Txn};
 
 use crate::catalog::{self, CheckDesc, ColumnDesc, IndexDesc, TableDesc, DEFAULT_DATABASE};
 use crate::dml;
 use crate::error::{Error, Result};
+use crate::parse::{parse, Parsed};
 use crate::plan::{execute, Column, Row};
 use crate::planner::{
     ident, is_serial, must_table, name_parts, sql_type, table_name, Context, Params,
@@ -130,17 +132,9 @@ impl Session {
         }
     }
 
-    /// Parses a string of statements.
-    pub fn parse(sql: &str) -> Result<Vec<ast::Statement>> {
-        // UPSERT is CockroachDB's INSERT … ON CONFLICT (pk) DO UPDATE of every given column.
-        let dialect = sqlparser::dialect::PostgreSqlDialect {};
-        Ok(sqlparser::parser::Parser::parse_sql(&dialect, sql)?)
-    }
-
     /// Runs a string of statements (the simple query protocol), stopping at the first error.
     pub async fn execute_sql(&mut self, sql: &str) -> Vec<Result<Output>> {
-        let (sql, upsert) = rewrite_upsert(sql);
-        let stmts = match Self::parse(&sql) {
+        let stmts = match parse(sql) {
             Ok(s) => s,
             Err(e) => {
                 if self.txn.is_some() {
@@ -151,7 +145,7 @@ impl Session {
         };
         let mut out = Vec::new();
         for s in &stmts {
-            let r = self.execute(s, &Params::default(), upsert).await;
+            let r = self.execute(s, &Params::default()).await;
             let failed = r.is_err();
             out.push(r);
             if failed {
@@ -162,20 +156,23 @@ impl Session {
     }
 
     /// Runs one parsed statement with parameter values.
-    pub async fn execute(
-        &mut self,
-        stmt: &ast::Statement,
-        params: &Params,
-        upsert: bool,
-    ) -> Result<Output> {
+    pub async fn execute(&mut self, parsed: &Parsed, params: &Params) -> Result<Output> {
         use ast::Statement as S;
+        let (stmt, upsert) = (&parsed.stmt, parsed.upsert);
+        let as_of = match &parsed.as_of {
+            Some(a) => Some(self.fail(a.resolve(self.db.clock().now().wall))?),
+            None => None,
+        };
         match stmt {
             S::StartTransaction { .. } => {
                 if self.txn.is_some() {
                     // Postgres warns and carries on.
                     return Ok(Output::Command("BEGIN".into()));
                 }
-                self.txn = Some(self.db.begin());
+                self.txn = Some(match as_of {
+                    Some(wall) => self.db.begin_as_of(Timestamp { wall, logical: 0 }),
+                    None => self.db.begin(),
+                });
                 self.failed = false;
                 self.savepoints.clear();
                 return Ok(Output::Begin);
@@ -217,15 +214,29 @@ impl Session {
         if let Some(out) = self.session_statement(stmt).await? {
             return Ok(out);
         }
+        if as_of.is_some() && !matches!(stmt, S::Query(_)) {
+            return self.fail(Err(Error::FeatureNotSupported(
+                "AS OF SYSTEM TIME on a statement other than SELECT or BEGIN".into(),
+            )));
+        }
         if let Some(mut txn) = self.txn.take() {
-            let r = self.run(&mut txn, stmt, params, upsert).await;
+            let r = if as_of.is_some() {
+                Err(Error::InvalidTransactionState(
+                    "inside a transaction, AS OF SYSTEM TIME belongs on BEGIN".into(),
+                ))
+            } else {
+                self.run(&mut txn, stmt, params, upsert).await
+            };
             self.txn = Some(txn);
             return self.fail(r);
         }
         // Autocommit, with transparent retries.
         let mut attempt = 0;
         loop {
-            let mut txn = self.db.begin();
+            let mut txn = match as_of {
+                Some(wall) => self.db.begin_as_of(Timestamp { wall, logical: 0 }),
+                None => self.db.begin(),
+            };
             let r = match self.run(&mut txn, stmt, params, upsert).await {
                 Ok(out) => txn.commit().await.map(|_| out).map_err(Error::from),
                 Err(e) => {
@@ -246,13 +257,9 @@ impl Session {
     /// What Describe reports of a statement, without running it: the types of its
     /// parameters (declared ones kept, the rest inferred from where they appear, TEXT when
     /// nothing says) and its result columns.
-    pub async fn describe(
-        &mut self,
-        stmt: &ast::Statement,
-        declared: &[Type],
-        upsert: bool,
-    ) -> Result<Described> {
+    pub async fn describe(&mut self, parsed: &Parsed, declared: &[Type]) -> Result<Described> {
         use ast::Statement as S;
+        let (stmt, upsert) = (&parsed.stmt, parsed.upsert);
         let mut params = Params {
             values: Vec::new(),
             types: declared.to_vec(),
@@ -1054,32 +1061,6 @@ impl Session {
         }
         catalog::update_table(ctx.txn, &old_name, &mut table).await
     }
-}
-
-/// `UPSERT INTO` is rewritten to `INSERT INTO` and flagged.
-fn rewrite_upsert(sql: &str) -> (String, bool) {
-    let trimmed = sql.trim_start();
-    if let Some(rest) = trimmed
-        .get(..6)
-        .filter(|w| w.eq_ignore_ascii_case("upsert"))
-        .map(|_| &trimmed[6..])
-    {
-        (format!("INSERT{rest}"), true)
-    } else {
-        (sql.to_string(), false)
-    }
-}
-
-/// Parses SQL for the extended protocol: the statement and whether it was an UPSERT.
-pub fn parse_one(sql: &str) -> Result<(Option<ast::Statement>, bool)> {
-    let (sql, upsert) = rewrite_upsert(sql);
-    let mut stmts = Session::parse(&sql)?;
-    if stmts.len() > 1 {
-        return Err(Error::Syntax(
-            "cannot insert multiple commands into a prepared statement".into(),
-        ));
-    }
-    Ok((stmts.pop(), upsert))
 }
 
 fn dml_output(r: dml::DmlResult, verb: &'static str) -> Output {

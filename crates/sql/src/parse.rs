@@ -1,0 +1,269 @@
+//! Statement text to [`Parsed`] statements.
+//!
+//! `sqlparser` (PostgreSQL dialect) parses; two CockroachDB forms it does not know are handled
+//! on the tokens first: `UPSERT INTO …` becomes `INSERT INTO …` with a flag, and an
+//! `AS OF SYSTEM TIME <value>` clause (after FROM's tables, or after BEGIN) is lifted out of
+//! the statement and kept beside it.
+
+use sqlparser::ast;
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::tokenizer::{Token, Tokenizer, Word};
+
+use crate::error::{Error, Result};
+use crate::functions::parse_interval;
+use crate::types::Datum;
+
+/// One statement and what its text said around it.
+#[derive(Clone, Debug)]
+pub struct Parsed {
+    /// The statement.
+    pub stmt: ast::Statement,
+    /// Written as `UPSERT`: INSERT that updates the row when its primary key exists.
+    pub upsert: bool,
+    /// Its `AS OF SYSTEM TIME` clause.
+    pub as_of: Option<AsOf>,
+}
+
+impl Parsed {
+    /// A statement with nothing around it.
+    pub fn plain(stmt: ast::Statement) -> Self {
+        Parsed {
+            stmt,
+            upsert: false,
+            as_of: None,
+        }
+    }
+}
+
+/// The value of an `AS OF SYSTEM TIME` clause, resolved against the statement's clock.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AsOf {
+    /// A timestamp (`'2026-11-24 10:00:00'`) or a negative interval from now (`'-5s'`).
+    Text(String),
+    /// Nanoseconds since the Unix epoch, as CockroachDB prints HLC timestamps.
+    Nanos(String),
+    /// `follower_read_timestamp()`: a time far enough back to be closed everywhere.
+    FollowerRead,
+}
+
+/// How far back `follower_read_timestamp()` reads.
+const FOLLOWER_READ_LAG_NANOS: u64 = 4_800_000_000;
+
+impl AsOf {
+    /// The timestamp (nanoseconds since the epoch) given `now`; never in the future.
+    pub fn resolve(&self, now_nanos: u64) -> Result<u64> {
+        let ts = match self {
+            AsOf::FollowerRead => now_nanos.saturating_sub(FOLLOWER_READ_LAG_NANOS),
+            AsOf::Nanos(n) => {
+                let whole = n.split('.').next().unwrap_or_default();
+                whole.parse::<u64>().map_err(|_| bad_as_of(n))?
+            }
+            AsOf::Text(s) if s.trim_start().starts_with('-') => {
+                let iv = parse_interval(s).map_err(|_| bad_as_of(s))?;
+                if iv.months != 0 {
+                    return Err(bad_as_of(s));
+                }
+                let back = (iv.days as i128) * 86_400_000_000_000 + (iv.micros as i128) * 1000;
+                u64::try_from(now_nanos as i128 + back).map_err(|_| bad_as_of(s))?
+            }
+            AsOf::Text(s) => {
+                let Datum::TimestampTz(t) =
+                    crate::expr::cast(Datum::String(s.clone()), &crate::types::Type::TimestampTz)
+                        .map_err(|_| bad_as_of(s))?
+                else {
+                    return Err(bad_as_of(s));
+                };
+                t.timestamp_nanos_opt()
+                    .and_then(|n| u64::try_from(n).ok())
+                    .ok_or_else(|| bad_as_of(s))?
+            }
+        };
+        if ts > now_nanos {
+            return Err(Error::InvalidParameterValue(
+                "AS OF SYSTEM TIME: cannot specify a timestamp in the future".into(),
+            ));
+        }
+        Ok(ts)
+    }
+}
+
+fn bad_as_of(v: &str) -> Error {
+    Error::InvalidParameterValue(format!(
+        "AS OF SYSTEM TIME: {v:?} is not a timestamp, a negative interval or nanoseconds"
+    ))
+}
+
+fn is_word(t: Option<&Token>, kw: &str) -> bool {
+    matches!(t, Some(Token::Word(Word { value, quote_style: None, .. })) if value.eq_ignore_ascii_case(kw))
+}
+
+/// Parses a string of statements.
+pub fn parse(sql: &str) -> Result<Vec<Parsed>> {
+    let dialect = PostgreSqlDialect {};
+    let tokens = Tokenizer::new(&dialect, sql)
+        .tokenize()
+        .map_err(|e| Error::Syntax(e.to_string()))?;
+    // Per statement (split at semicolons, empty ones skipped as the parser skips them).
+    let mut meta: Vec<(bool, Option<AsOf>)> = Vec::new();
+    let (mut upsert, mut as_of, mut content) = (false, None, false);
+    let mut kept: Vec<Token> = Vec::with_capacity(tokens.len());
+    let mut changed = false;
+    let mut i = 0;
+    while i < tokens.len() {
+        let t = &tokens[i];
+        match t {
+            Token::SemiColon => {
+                if content {
+                    meta.push((upsert, as_of.take()));
+                }
+                (upsert, content) = (false, false);
+            }
+            Token::Whitespace(_) => {}
+            _ if !content && is_word(Some(t), "upsert") => {
+                content = true;
+                upsert = true;
+                changed = true;
+                kept.push(Token::make_keyword("INSERT"));
+                i += 1;
+                continue;
+            }
+            _ if is_word(Some(t), "as") => {
+                // AS OF SYSTEM TIME <value>: words separated by whitespace.
+                let words: Vec<(usize, &Token)> = tokens[i + 1..]
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, t)| !matches!(t, Token::Whitespace(_)))
+                    .take(4)
+                    .map(|(k, t)| (i + 1 + k, t))
+                    .collect();
+                let clause = words.len() == 4
+                    && is_word(Some(words[0].1), "of")
+                    && is_word(Some(words[1].1), "system")
+                    && is_word(Some(words[2].1), "time");
+                if clause {
+                    let (at, value) = words[3];
+                    let (v, end) = match value {
+                        Token::SingleQuotedString(s) => (AsOf::Text(s.clone()), at + 1),
+                        Token::Number(n, _) => (AsOf::Nanos(n.clone()), at + 1),
+                        Token::Word(w)
+                            if w.value.eq_ignore_ascii_case("follower_read_timestamp")
+                                && tokens.get(at + 1) == Some(&Token::LParen)
+                                && tokens.get(at + 2) == Some(&Token::RParen) =>
+                        {
+                            (AsOf::FollowerRead, at + 3)
+                        }
+                        other => {
+                            return Err(Error::Syntax(format!(
+                                "AS OF SYSTEM TIME takes a string, a number or \
+                                 follower_read_timestamp(), not {other}"
+                            )))
+                        }
+                    };
+                    if as_of.is_some() {
+                        return Err(Error::Syntax("AS OF SYSTEM TIME given twice".into()));
+                    }
+                    as_of = Some(v);
+                    changed = true;
+                    kept.push(Token::Whitespace(sqlparser::tokenizer::Whitespace::Space));
+                    i = end;
+                    continue;
+                }
+                content = true;
+            }
+            _ => content = true,
+        }
+        kept.push(t.clone());
+        i += 1;
+    }
+    if content {
+        meta.push((upsert, as_of.take()));
+    }
+    let text = if changed {
+        kept.iter().map(ToString::to_string).collect::<String>()
+    } else {
+        sql.to_string()
+    };
+    let stmts = sqlparser::parser::Parser::parse_sql(&dialect, &text)?;
+    if stmts.len() != meta.len() {
+        // The parser and the token scan disagree on where statements end; the clauses
+        // cannot be placed safely.
+        if meta.iter().any(|(u, a)| *u || a.is_some()) {
+            return Err(Error::Syntax(
+                "cannot place UPSERT or AS OF SYSTEM TIME in this statement list".into(),
+            ));
+        }
+        return Ok(stmts.into_iter().map(Parsed::plain).collect());
+    }
+    Ok(stmts
+        .into_iter()
+        .zip(meta)
+        .map(|(stmt, (upsert, as_of))| Parsed {
+            stmt,
+            upsert,
+            as_of,
+        })
+        .collect())
+}
+
+/// Parses one statement for the extended protocol (`None` for an empty string).
+pub fn parse_one(sql: &str) -> Result<Option<Parsed>> {
+    let mut stmts = parse(sql)?;
+    if stmts.len() > 1 {
+        return Err(Error::Syntax(
+            "cannot insert multiple commands into a prepared statement".into(),
+        ));
+    }
+    Ok(stmts.pop())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upsert_and_as_of_are_lifted_per_statement() {
+        let p = parse(
+            "upsert into t values (1); select * from t as of system time '-5s' where k = 1;; \
+             select 'as of system time' as x",
+        )
+        .expect("parses");
+        assert_eq!(p.len(), 3);
+        assert!(p[0].upsert && p[0].as_of.is_none());
+        assert!(matches!(p[0].stmt, ast::Statement::Insert(_)));
+        assert_eq!(p[1].as_of, Some(AsOf::Text("-5s".into())));
+        assert!(!p[1].upsert);
+        assert_eq!(
+            p[1].stmt.to_string(),
+            "SELECT * FROM t WHERE k = 1",
+            "the clause is removed"
+        );
+        assert!(p[2].as_of.is_none(), "a string is not a clause");
+        let p = parse("begin as of system time follower_read_timestamp()").expect("parses");
+        assert_eq!(p[0].as_of, Some(AsOf::FollowerRead));
+        assert!(parse("select 1 from t as of system time now").is_err());
+    }
+
+    #[test]
+    fn as_of_resolves_to_the_past_only() {
+        let now = 1_800_000_000_000_000_000u64;
+        assert_eq!(
+            AsOf::Text("-5s".into()).resolve(now).expect("interval"),
+            now - 5_000_000_000
+        );
+        assert_eq!(
+            AsOf::Text("2026-11-24 00:00:00+00".into())
+                .resolve(now)
+                .expect("timestamp"),
+            1_795_478_400_000_000_000
+        );
+        assert_eq!(
+            AsOf::Nanos("1700000000000000000.0000000001".into())
+                .resolve(now)
+                .expect("nanos"),
+            1_700_000_000_000_000_000
+        );
+        assert!(AsOf::Text("5s".into()).resolve(now).is_err());
+        assert!(AsOf::Text("2999-01-01".into()).resolve(now).is_err());
+        assert!(AsOf::FollowerRead.resolve(now).expect("follower") < now);
+    }
+}
