@@ -456,7 +456,7 @@ impl Gen {
                     "SAVEPOINT s",
                     "ROLLBACK TO SAVEPOINT s",
                     "RELEASE SAVEPOINT s",
-                    "SET database = defaultdb",
+                    "SET search_path = public",
                     "SET application_name = 'fuzz'",
                     "SHOW TABLES",
                     "SHOW DATABASES",
@@ -524,12 +524,12 @@ fn startup() -> Vec<u8> {
 }
 
 /// Writes `payload` after a valid startup, reads whatever comes back until the server
-/// closes or goes quiet.
+/// closes or goes quiet (a message cut short leaves it waiting for the rest).
 fn raw_session(addr: &str, payload: &[u8]) {
     let Ok(mut s) = TcpStream::connect(addr) else {
         panic!("{addr} refused a connection");
     };
-    s.set_read_timeout(Some(Duration::from_secs(2)))
+    s.set_read_timeout(Some(Duration::from_millis(300)))
         .expect("set read timeout");
     let _ = s.write_all(&startup());
     let _ = s.write_all(payload);
@@ -664,49 +664,38 @@ fn malformed_messages(rng: &mut StdRng) -> Vec<Vec<u8>> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn random_statements_and_malformed_messages_never_crash_a_node() {
-    let c = Cluster::start(3, &[]).await;
-    wait_for_sql(&c).await;
-    let seed: u64 = std::env::var("SQL_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    println!("seed {seed} (SQL_FUZZ_SEED={seed} repeats this run)");
+/// What one connection's share of the statements came to.
+#[derive(Default)]
+struct Tally {
+    ok: usize,
+    errors: usize,
+    internal: Vec<String>,
+    slowest: Vec<(Duration, String)>,
+}
+
+/// Runs `count` generated statements on one connection (its own database, so connections
+/// never wait on each other's open transactions); panics if the connection is lost.
+async fn run_statements(addr: String, db: String, seed: u64, count: usize) -> Tally {
+    let cs = pg_conn_str(&addr).replace("dbname=defaultdb", &format!("dbname={db}"));
+    let (client, conn) = tokio_postgres::connect(&cs, NoTls).await.expect("connect");
+    tokio::spawn(conn);
+    client
+        .batch_execute(
+            "create table t1 (a int primary key, b text, c float, d decimal, e bool, f date, \
+             g timestamptz, j jsonb);
+             create table t2 (x int, y text, z interval);
+             insert into t1 values (1, 'one', 1.5, 2.5, true, '2024-01-01', now(), '{\"k\": 1}'),
+               (2, NULL, -0.5, NULL, false, NULL, NULL, '[1]');
+             insert into t2 values (1, 'one', '1 day'), (3, NULL, NULL)",
+        )
+        .await
+        .expect("schema");
     let mut g = Gen {
         rng: StdRng::seed_from_u64(seed),
     };
-    let mut clients = Vec::new();
-    for n in &c.nodes {
-        let (client, conn) = tokio_postgres::connect(&pg_conn_str(&n.addr), NoTls)
-            .await
-            .expect("connect");
-        tokio::spawn(conn);
-        client
-            .batch_execute(
-                "create table if not exists t1 (a int primary key, b text, c float, d decimal, \
-                 e bool, f date, g timestamptz, j jsonb);
-                 create table if not exists t2 (x int, y text, z interval);
-                 insert into t1 values (1, 'one', 1.5, 2.5, true, '2024-01-01', now(), '{\"k\": 1}'),
-                   (2, NULL, -0.5, NULL, false, NULL, NULL, '[1]') on conflict do nothing;
-                 insert into t2 values (1, 'one', '1 day'), (3, NULL, NULL)",
-            )
-            .await
-            .expect("schema");
-        clients.push(client);
-    }
-    let (mut ok, mut errors, mut internal) = (0usize, 0usize, Vec::new());
-    let mut slowest: Vec<(Duration, String)> = Vec::new();
-    let run_started = std::time::Instant::now();
-    // Each node's connection takes a block of statements in turn and ends with ROLLBACK, so a
-    // transaction left open never blocks the next connection's writes.
-    let block = STATEMENTS / clients.len() + 1;
-    for i in 0..STATEMENTS {
+    let mut t = Tally::default();
+    for i in 0..count {
         let stmt = g.statement();
-        let client = &clients[i / block];
-        if i % block == block - 1 {
-            client.batch_execute("ROLLBACK").await.expect("ROLLBACK");
-        }
         let started = std::time::Instant::now();
         let r = if g.rng.random_bool(0.5) {
             client.simple_query(&stmt).await.map(|_| ())
@@ -719,35 +708,83 @@ async fn random_statements_and_malformed_messages_never_crash_a_node() {
                 Err(e) => Err(e),
             }
         };
-        slowest.push((started.elapsed(), stmt.clone()));
-        if slowest.len() > 5 {
-            slowest.sort_by_key(|s| std::cmp::Reverse(s.0));
-            slowest.truncate(5);
+        t.slowest.push((started.elapsed(), stmt.clone()));
+        if t.slowest.len() > 3 {
+            t.slowest.sort_by_key(|s| std::cmp::Reverse(s.0));
+            t.slowest.truncate(3);
         }
         match r {
-            Ok(()) => ok += 1,
+            Ok(()) => t.ok += 1,
             Err(e) => match e.as_db_error() {
-                Some(db) => {
-                    errors += 1;
-                    if db.code().code() == "XX000" {
-                        internal.push(format!("{stmt}\n  -> {}", db.message()));
+                Some(d) => {
+                    t.errors += 1;
+                    if d.code().code() == "XX000" {
+                        t.internal.push(format!("{stmt}\n  -> {}", d.message()));
                     }
                 }
-                None => panic!("statement {i} lost its connection: {stmt:?}: {e}"),
+                None => panic!("{db}: statement {i} lost its connection: {stmt:?}: {e}"),
             },
         }
-        if client.is_closed() {
-            panic!("statement {i} closed the connection: {stmt:?}");
-        }
+        assert!(
+            !client.is_closed(),
+            "{db}: statement {i} closed the connection: {stmt:?}"
+        );
+    }
+    t
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn random_statements_and_malformed_messages_never_crash_a_node() {
+    let c = Cluster::start(3, &[]).await;
+    wait_for_sql(&c).await;
+    let seed: u64 = std::env::var("SQL_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    println!("seed {seed} (SQL_FUZZ_SEED={seed} repeats each connection's statements)");
+    let (admin, conn) = tokio_postgres::connect(&pg_conn_str(&c.nodes[0].addr), NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    // One connection per node, at once, each in a database of its own.
+    let run_started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for (i, n) in c.nodes.iter().enumerate() {
+        let db = format!("fuzz{i}");
+        admin
+            .batch_execute(&format!("create database {db}"))
+            .await
+            .expect("create database");
+        let count = STATEMENTS / c.nodes.len() + usize::from(i < STATEMENTS % c.nodes.len());
+        tasks.push(tokio::spawn(run_statements(
+            n.addr.clone(),
+            db,
+            seed.wrapping_add(i as u64),
+            count,
+        )));
+    }
+    let mut all = Tally::default();
+    for task in tasks {
+        let t = match task.await {
+            Ok(t) => t,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
+        all.ok += t.ok;
+        all.errors += t.errors;
+        all.internal.extend(t.internal);
+        all.slowest.extend(t.slowest);
     }
     println!(
-        "{ok} statements succeeded, {errors} failed with a SQLSTATE, in {:?}",
+        "{} statements succeeded, {} failed with a SQLSTATE, in {:?}",
+        all.ok,
+        all.errors,
         run_started.elapsed()
     );
-    for (d, s) in &slowest {
+    assert_eq!(all.ok + all.errors, STATEMENTS);
+    for (d, s) in &all.slowest {
         println!("slow: {d:?} {}", s.chars().take(200).collect::<String>());
     }
-    for s in internal.iter().take(20) {
+    for s in all.internal.iter().take(20) {
         println!("internal error: {s}");
     }
 
@@ -764,16 +801,16 @@ async fn random_statements_and_malformed_messages_never_crash_a_node() {
             .unwrap_or_else(|e| panic!("node {i} refuses connections: {e}"));
         tokio::spawn(conn);
         let n: i64 = client
-            .query_one("select count(*) from t1 where a > $1", &[&0i64])
+            .query_one("select count(*) from fuzz0.t2 where x > $1", &[&-100i64])
             .await
             .unwrap_or_else(|e| panic!("node {i} does not answer: {e}"))
             .get(0);
         assert!(n >= 0);
     }
     assert!(
-        internal.is_empty(),
+        all.internal.is_empty(),
         "{} statements failed with an internal error (XX000); first: {}",
-        internal.len(),
-        internal[0]
+        all.internal.len(),
+        all.internal[0]
     );
 }

@@ -71,6 +71,7 @@ pub fn sqlstate(e: &bini_sql::Error) -> &'static str {
         E::InFailedTransaction => "25P02",
         E::NoActiveTransaction(_) => "25P01",
         E::InvalidSavepoint(_) => "3B001",
+        E::ProgramLimitExceeded(_) => "54000",
         E::Canceled => "57014",
         E::Txn(t) if t.is_retryable() => "40001",
         E::Txn(bini_txn::Error::Kv(bini_kv::Error::BelowGcThreshold { .. })) => "72000",
@@ -322,6 +323,9 @@ struct Parser {
     session: Arc<SessionSlot>,
 }
 
+/// The most parameters a statement can have (Bind counts them in 16 bits).
+const MAX_PARAMS: usize = u16::MAX as usize;
+
 /// Counts `$n` placeholders in SQL text (outside quotes).
 fn placeholder_count(sql: &str) -> usize {
     let mut max = 0;
@@ -365,6 +369,10 @@ impl QueryParser for Parser {
     {
         let stmt = bini_sql::parse_one(sql).map_err(|e| user_error(&e))?;
         let n = placeholder_count(sql).max(types.len());
+        if n > MAX_PARAMS {
+            // The protocol counts parameters in 16 bits.
+            return Err(user_error(&bini_sql::Error::UndefinedParameter(n)));
+        }
         let declared: Vec<Option<Type>> = (0..n).map(|i| types.get(i).cloned().flatten()).collect();
         let declared_sql: Vec<SqlType> = declared
             .iter()

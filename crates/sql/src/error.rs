@@ -90,6 +90,9 @@ pub enum Error {
     /// ROLLBACK TO or RELEASE of a savepoint that does not exist.
     #[error("savepoint \"{0}\" does not exist")]
     InvalidSavepoint(String),
+    /// A value or request beyond what the node will build.
+    #[error("{0}")]
+    ProgramLimitExceeded(String),
     /// A statement in a transaction that already failed.
     #[error("current transaction is aborted, commands ignored until end of transaction block")]
     InFailedTransaction,

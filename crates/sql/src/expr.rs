@@ -113,12 +113,11 @@ impl Expr {
                 Datum::Int(i) => Datum::Int(i.checked_neg().ok_or_else(int_overflow)?),
                 Datum::Float(f) => Datum::Float(-f),
                 Datum::Decimal(d) => Datum::Decimal(-d),
-                Datum::Interval(mut i) => {
-                    i.months = -i.months;
-                    i.days = -i.days;
-                    i.micros = -i.micros;
-                    Datum::Interval(i)
-                }
+                Datum::Interval(i) => Datum::Interval(crate::types::Interval {
+                    months: i.months.checked_neg().ok_or_else(int_overflow)?,
+                    days: i.days.checked_neg().ok_or_else(int_overflow)?,
+                    micros: i.micros.checked_neg().ok_or_else(int_overflow)?,
+                }),
                 other => return Err(mismatch("-", &other)),
             },
             Expr::Not(e) => match e.eval(row)?.truth()? {

@@ -230,6 +230,10 @@ fn int_arg(d: &Datum) -> Option<i64> {
     }
 }
 
+/// The longest string a function may build (Postgres caps a value at 1 GB; a node serving
+/// many sessions caps it lower).
+const MAX_RESULT_BYTES: usize = 64 << 20;
+
 /// Calls a function on evaluated arguments.
 pub fn call(f: Func, args: Vec<Datum>) -> Result<Datum> {
     use Datum::*;
@@ -367,7 +371,15 @@ pub fn call(f: Func, args: Vec<Datum>) -> Result<Datum> {
                 chars[chars.len() - take..].iter().collect()
             })
         }
-        Repeat => String(s0()?.repeat(n(1)?.clamp(0, 1 << 20) as usize)),
+        Repeat => {
+            let (text, times) = (s0()?, n(1)?.max(0) as usize);
+            if text.len().saturating_mul(times) > MAX_RESULT_BYTES {
+                return Err(Error::ProgramLimitExceeded(
+                    "repeat() result is too large".into(),
+                ));
+            }
+            String(text.repeat(times))
+        }
         Reverse => String(s0()?.chars().rev().collect()),
         SplitPart => {
             let (text, delim, k) = (s0()?, s(1)?, n(2)?);
@@ -615,12 +627,11 @@ pub fn to_timestamptz(d: Datum) -> Result<DateTime<Utc>> {
 /// `P1DT2H`, or a bare number of seconds.
 pub fn parse_interval(s: &str) -> Result<Interval> {
     let bad = || bad_datetime("interval", s);
-    let mut iv = Interval::default();
     let text = s.trim().to_ascii_lowercase();
     if let Ok(secs) = text.parse::<f64>() {
-        iv.micros = (secs * 1e6).round() as i64;
-        return Ok(iv);
+        return interval_from_parts(0, 0, (secs * 1e6).round() as i128);
     }
+    let (mut months, mut days, mut micros) = (0i128, 0i128, 0i128);
     let tokens: Vec<&str> = text.split_whitespace().collect();
     let mut i = 0;
     let mut sign_ago = false;
@@ -644,8 +655,8 @@ pub fn parse_interval(s: &str) -> Result<Interval> {
                 Some(p) => p.parse().map_err(|_| bad())?,
                 None => 0.0,
             };
-            let us = (h * 3600 + m * 60) * 1_000_000 + (sec * 1e6).round() as i64;
-            iv.micros += if neg { -us } else { us };
+            let us = (h as i128 * 3600 + m as i128 * 60) * 1_000_000 + (sec * 1e6).round() as i128;
+            micros += if neg { -us } else { us };
             i += 1;
             continue;
         }
@@ -659,28 +670,33 @@ pub fn parse_interval(s: &str) -> Result<Interval> {
         };
         let v: f64 = num.parse().map_err(|_| bad())?;
         let unit = unit.trim_end_matches(',');
+        // Float-to-int `as` saturates; the sums are range-checked at the end.
         match unit {
-            "year" | "years" | "y" | "yr" | "yrs" => iv.months += (v * 12.0) as i32,
-            "month" | "months" | "mon" | "mons" => iv.months += v as i32,
-            "week" | "weeks" | "w" => iv.days += (v * 7.0) as i32,
-            "day" | "days" | "d" => iv.days += v as i32,
-            "hour" | "hours" | "h" | "hr" | "hrs" => iv.micros += (v * 3.6e9) as i64,
-            "minute" | "minutes" | "min" | "mins" | "m" => iv.micros += (v * 6e7) as i64,
-            "second" | "seconds" | "sec" | "secs" | "s" => iv.micros += (v * 1e6) as i64,
-            "millisecond" | "milliseconds" | "ms" => iv.micros += (v * 1e3) as i64,
-            "microsecond" | "microseconds" | "us" => iv.micros += v as i64,
+            "year" | "years" | "y" | "yr" | "yrs" => months += (v * 12.0) as i128,
+            "month" | "months" | "mon" | "mons" => months += v as i128,
+            "week" | "weeks" | "w" => days += (v * 7.0) as i128,
+            "day" | "days" | "d" => days += v as i128,
+            "hour" | "hours" | "h" | "hr" | "hrs" => micros += (v * 3.6e9) as i128,
+            "minute" | "minutes" | "min" | "mins" | "m" => micros += (v * 6e7) as i128,
+            "second" | "seconds" | "sec" | "secs" | "s" => micros += (v * 1e6) as i128,
+            "millisecond" | "milliseconds" | "ms" => micros += (v * 1e3) as i128,
+            "microsecond" | "microseconds" | "us" => micros += v as i128,
             _ => return Err(bad()),
         }
         i += 1;
     }
-    if sign_ago {
-        iv = Interval {
-            months: -iv.months,
-            days: -iv.days,
-            micros: -iv.micros,
-        };
-    }
-    Ok(iv)
+    let sign = if sign_ago { -1 } else { 1 };
+    interval_from_parts(months * sign, days * sign, micros * sign)
+}
+
+/// An interval from wide sums of its parts, or an error when a part does not fit.
+fn interval_from_parts(months: i128, days: i128, micros: i128) -> Result<Interval> {
+    let out = || Error::InvalidDatetime("interval out of range".into());
+    Ok(Interval {
+        months: i32::try_from(months).map_err(|_| out())?,
+        days: i32::try_from(days).map_err(|_| out())?,
+        micros: i64::try_from(micros).map_err(|_| out())?,
+    })
 }
 
 fn add_interval(t: NaiveDateTime, iv: &Interval, sign: i64) -> Result<NaiveDateTime> {
@@ -692,8 +708,10 @@ fn add_interval(t: NaiveDateTime, iv: &Interval, sign: i64) -> Result<NaiveDateT
         t.checked_sub_months(chrono::Months::new((-months) as u32))
     }
     .ok_or_else(overflow)?;
-    t.checked_add_signed(chrono::Duration::days(iv.days as i64 * sign))
-        .and_then(|t| t.checked_add_signed(chrono::Duration::microseconds(iv.micros * sign)))
+    chrono::Duration::try_days(iv.days as i64 * sign)
+        .and_then(|d| t.checked_add_signed(d))
+        .zip(iv.micros.checked_mul(sign))
+        .and_then(|(t, us)| t.checked_add_signed(chrono::Duration::microseconds(us)))
         .ok_or_else(overflow)
 }
 
@@ -726,17 +744,22 @@ pub fn datetime_arith(op: BinOp, a: Datum, b: Datum) -> Result<Datum> {
             TimestampTz(add_interval(t.naive_utc(), &i, 1)?.and_utc())
         }
         (Date(d), Int(n)) => Date(
-            d.checked_add_signed(chrono::Duration::days(n * sign))
+            n.checked_mul(sign)
+                .and_then(chrono::Duration::try_days)
+                .and_then(|days| d.checked_add_signed(days))
                 .ok_or_else(|| Error::InvalidDatetime("date out of range".into()))?,
         ),
         (Date(x), Date(y)) if sign == -1 => Int((x - y).num_days()),
         (Timestamp(x), Timestamp(y)) if sign == -1 => Interval(micros_interval(x - y)),
         (TimestampTz(x), TimestampTz(y)) if sign == -1 => Interval(micros_interval(x - y)),
-        (Interval(x), Interval(y)) => Interval(crate::types::Interval {
-            months: x.months + y.months * sign as i32,
-            days: x.days + y.days * sign as i32,
-            micros: x.micros + y.micros * sign,
-        }),
+        (Interval(x), Interval(y)) => {
+            let sign = sign as i128;
+            Interval(interval_from_parts(
+                x.months as i128 + y.months as i128 * sign,
+                x.days as i128 + y.days as i128 * sign,
+                x.micros as i128 + y.micros as i128 * sign,
+            )?)
+        }
         (a, b) => return Err(unsupported(&a, &b)),
     })
 }
@@ -806,9 +829,12 @@ fn date_trunc(field: &str, d: Datum) -> Result<Datum> {
         "minute" | "minutes" => date.and_hms_opt(t.hour(), t.minute(), 0).unwrap_or(t),
         "hour" | "hours" => date.and_hms_opt(t.hour(), 0, 0).unwrap_or(t),
         "day" | "days" => date.and_time(NaiveTime::MIN),
-        "week" | "weeks" => (date
-            - chrono::Duration::days(date.weekday().num_days_from_monday() as i64))
-        .and_time(NaiveTime::MIN),
+        "week" | "weeks" => date
+            .checked_sub_days(chrono::Days::new(
+                date.weekday().num_days_from_monday() as u64
+            ))
+            .unwrap_or(date)
+            .and_time(NaiveTime::MIN),
         "month" | "months" => date.with_day(1).unwrap_or(date).and_time(NaiveTime::MIN),
         "quarter" => NaiveDate::from_ymd_opt(t.year(), (t.month() - 1) / 3 * 3 + 1, 1)
             .unwrap_or(date)

@@ -464,7 +464,8 @@ impl Context<'_> {
         let Some(i) = placeholder_index(e) else {
             return;
         };
-        if *ty == Type::Unknown || self.params.type_of(i) != Type::Unknown {
+        // Past the protocol's 16-bit parameter count, `$n` is an error when bound.
+        if *ty == Type::Unknown || self.params.type_of(i) != Type::Unknown || i >= 1 << 16 {
             return;
         }
         if self.params.types.len() <= i {
