@@ -197,3 +197,88 @@ async fn as_of_system_time_reads_the_past_on_any_node() {
         assert_eq!(now, 2);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn explain_shows_spans_and_show_ranges_lists_a_tables_ranges() {
+    let c = Cluster::start(3, &[]).await;
+    wait_for_sql(&c).await;
+    let (db, conn) = tokio_postgres::connect(
+        &bini_e2e::pg_conn_str(&c.nodes[1].addr),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("connect");
+    tokio::spawn(conn);
+    db.batch_execute(
+        "create table spans (k int primary key, v text); insert into spans values (1, 'a')",
+    )
+    .await
+    .expect("setup");
+    let rows = |msgs: Vec<tokio_postgres::SimpleQueryMessage>| -> Vec<Vec<String>> {
+        msgs.into_iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                    (0..r.len())
+                        .map(|i| r.get(i).unwrap_or("NULL").to_string())
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .collect()
+    };
+    let plan = rows(
+        db.simple_query("explain select * from spans where k in (1, 2)")
+            .await
+            .expect("explain"),
+    );
+    let scan = &plan.last().expect("a scan line")[0];
+    // Two keys of the primary index (index 1) of the table.
+    let re_table = scan
+        .split("/Table/")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .expect("a /Table/<id> span");
+    assert!(
+        scan.contains("2 point lookup(s)")
+            && scan.matches(&format!("/Table/{re_table}/1/")).count() == 2,
+        "{plan:?}"
+    );
+    let plan = rows(
+        db.simple_query("explain select * from spans")
+            .await
+            .expect("explain"),
+    );
+    let scan = &plan.last().expect("a scan line")[0];
+    assert!(
+        scan.ends_with(&format!("/Table/{re_table}/1 - /Table/{re_table}/2")),
+        "{plan:?}"
+    );
+
+    let ranges = rows(
+        db.simple_query("show ranges from table spans")
+            .await
+            .expect("show ranges"),
+    );
+    assert!(!ranges.is_empty(), "no ranges");
+    for r in &ranges {
+        let [start, end, id, replicas, _lease] = r.as_slice() else {
+            panic!("columns: {r:?}");
+        };
+        assert!(id.parse::<u64>().is_ok(), "{r:?}");
+        // Node ids in braces (up-replication to three may still be under way).
+        let ids = replicas.trim_start_matches('{').trim_end_matches('}');
+        assert!(
+            ids.split(',').all(|n| n.parse::<u64>().is_ok()),
+            "replicas: {r:?}"
+        );
+        assert_ne!(start, end, "{r:?}");
+    }
+    let err = db
+        .simple_query("select * from bini_internal.nope")
+        .await
+        .expect_err("no such virtual table");
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE)
+    );
+}

@@ -19,7 +19,7 @@ use chrono::{DateTime, NaiveDate};
 use rust_decimal::Decimal;
 
 use crate::error::{Error, Result};
-use crate::types::{Datum, Interval};
+use crate::types::{Datum, Interval, Type};
 
 /// The first byte of every table key.
 pub const TABLE_PREFIX: u8 = 0x05;
@@ -111,6 +111,52 @@ pub fn encode_key_datum(d: &Datum, out: &mut Vec<u8>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Decodes one key datum of type `ty` from the front of `buf` (for display), returning it
+/// and the rest; `None` for types whose key form is not decoded here.
+pub fn decode_key_datum<'a>(ty: &Type, buf: &'a [u8]) -> Option<(Datum, &'a [u8])> {
+    let (&tag, rest) = buf.split_first()?;
+    if tag == KEY_NULL {
+        return Some((Datum::Null, rest));
+    }
+    let fixed = |n: usize| (rest.len() >= n).then(|| rest.split_at(n));
+    Some(match ty {
+        Type::Bool => (Datum::Bool(*rest.first()? != 0), &rest[1..]),
+        Type::Int2 | Type::Int4 | Type::Int8 => {
+            let (b, rest) = fixed(8)?;
+            let v = u64::from_be_bytes(b.try_into().ok()?) ^ (1 << 63);
+            (Datum::Int(v as i64), rest)
+        }
+        Type::Uuid => {
+            let (b, rest) = fixed(16)?;
+            (Datum::Uuid(uuid::Uuid::from_slice(b).ok()?), rest)
+        }
+        Type::String { .. } | Type::Bytes => {
+            let mut out = Vec::new();
+            let mut i = 0;
+            loop {
+                match (rest.get(i)?, rest.get(i + 1)) {
+                    (0, Some(0x01)) => break,
+                    (0, Some(0xff)) => {
+                        out.push(0);
+                        i += 2;
+                    }
+                    (&b, _) => {
+                        out.push(b);
+                        i += 1;
+                    }
+                }
+            }
+            let d = if *ty == Type::Bytes {
+                Datum::Bytes(out)
+            } else {
+                Datum::String(String::from_utf8(out).ok()?)
+            };
+            (d, &rest[i + 2..])
+        }
+        _ => return None,
+    })
 }
 
 /// Bytes with 0x00 escaped as 0x00 0xff and a 0x00 0x01 terminator: a prefix sorts first.
@@ -391,6 +437,35 @@ pub fn decode_datums(buf: &[u8]) -> Result<Vec<Datum>> {
 mod tests {
     use super::*;
     use std::str::FromStr;
+
+    #[test]
+    fn key_datums_decode_for_display() {
+        let vals = [
+            (Type::Int8, Datum::Int(-5)),
+            (Type::TEXT, Datum::String("a\0b".into())),
+            (Type::Bytes, Datum::Bytes(vec![0, 0xff, 1])),
+            (Type::Bool, Datum::Bool(true)),
+            (Type::Int4, Datum::Null),
+        ];
+        let mut key = Vec::new();
+        for (_, d) in &vals {
+            encode_key_datum(d, &mut key).expect("encodes");
+        }
+        let mut rest = key.as_slice();
+        for (ty, d) in &vals {
+            let (got, r) = decode_key_datum(ty, rest).expect("decodes");
+            assert_eq!(
+                got.compare(d),
+                if d.is_null() {
+                    None
+                } else {
+                    Some(std::cmp::Ordering::Equal)
+                }
+            );
+            rest = r;
+        }
+        assert!(rest.is_empty());
+    }
 
     fn key(d: &Datum) -> Vec<u8> {
         let mut out = Vec::new();

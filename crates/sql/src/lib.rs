@@ -23,6 +23,7 @@ mod encoding;
 mod error;
 mod expr;
 mod functions;
+mod internal;
 mod parse;
 mod plan;
 mod planner;

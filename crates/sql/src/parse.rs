@@ -97,6 +97,54 @@ fn is_word(t: Option<&Token>, kw: &str) -> bool {
     matches!(t, Some(Token::Word(Word { value, quote_style: None, .. })) if value.eq_ignore_ascii_case(kw))
 }
 
+/// `SHOW RANGES FROM TABLE [db.][public.]t` at `tokens[i]` (the SHOW): the query over
+/// `bini_internal.ranges` it stands for, and where the statement ends.
+fn show_ranges(tokens: &[Token], i: usize) -> Result<Option<(String, usize)>> {
+    let mut words = tokens[i + 1..]
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| !matches!(t, Token::Whitespace(_)));
+    for kw in ["ranges", "from", "table"] {
+        match words.next() {
+            Some((_, t)) if is_word(Some(t), kw) => {}
+            _ => return Ok(None),
+        }
+    }
+    let mut parts = Vec::new();
+    let mut end = tokens.len();
+    for (k, t) in words {
+        match t {
+            Token::Word(w) if w.quote_style.is_some() => parts.push(w.value.clone()),
+            Token::Word(w) => parts.push(w.value.to_lowercase()),
+            Token::Period => {}
+            Token::SemiColon => {
+                end = i + 1 + k;
+                break;
+            }
+            other => return Err(Error::Syntax(format!("unexpected {other} in SHOW RANGES"))),
+        }
+    }
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    let (db, table) = match parts.as_slice() {
+        [t] => ("current_database()".to_string(), quote(t)),
+        [d, s, t] if s == "public" => (quote(d), quote(t)),
+        [s, t] if s == "public" => ("current_database()".to_string(), quote(t)),
+        [d, t] => (quote(d), quote(t)),
+        _ => {
+            return Err(Error::Syntax(
+                "SHOW RANGES FROM TABLE needs a table name".into(),
+            ))
+        }
+    };
+    Ok(Some((
+        format!(
+            "SELECT start_key, end_key, range_id, replicas, lease_holder \
+             FROM bini_internal.ranges WHERE database_name = {db} AND table_name = {table}"
+        ),
+        end,
+    )))
+}
+
 /// Parses a string of statements.
 pub fn parse(sql: &str) -> Result<Vec<Parsed>> {
     let dialect = PostgreSqlDialect {};
@@ -119,6 +167,17 @@ pub fn parse(sql: &str) -> Result<Vec<Parsed>> {
                 (upsert, content) = (false, false);
             }
             Token::Whitespace(_) => {}
+            _ if !content && is_word(Some(t), "show") => {
+                if let Some((sql, end)) = show_ranges(&tokens, i)? {
+                    let replacement = Tokenizer::new(&dialect, &sql)
+                        .tokenize()
+                        .map_err(|e| Error::Internal(e.to_string()))?;
+                    kept.extend(replacement);
+                    (content, changed, i) = (true, true, end);
+                    continue;
+                }
+                content = true;
+            }
             _ if !content && is_word(Some(t), "upsert") => {
                 content = true;
                 upsert = true;

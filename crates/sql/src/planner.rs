@@ -28,6 +28,8 @@ use crate::types::{Datum, Type};
 
 /// What a statement is planned against.
 pub struct Context<'a> {
+    /// The node's database handle (for what lives outside the transaction: ranges).
+    pub db: bini_txn::Db,
     /// The statement's transaction.
     pub txn: &'a mut Txn,
     /// The session's current database.
@@ -1203,6 +1205,25 @@ impl Context<'_> {
                         .cloned()
                     {
                         let t = alias_name.unwrap_or(n);
+                        let columns = cols
+                            .into_iter()
+                            .map(|c| Column {
+                                table: Some(t.clone()),
+                                ..c
+                            })
+                            .collect();
+                        return Ok(Planned {
+                            node: Node::Rows { rows },
+                            columns,
+                        });
+                    }
+                }
+                if let [.., schema, vt] = parts.as_slice() {
+                    if schema == crate::internal::SCHEMA {
+                        let Some((cols, rows)) = crate::internal::table(self, vt).await? else {
+                            return Err(Error::UndefinedTable(name.to_string()));
+                        };
+                        let t = alias_name.unwrap_or_else(|| vt.clone());
                         let columns = cols
                             .into_iter()
                             .map(|c| Column {

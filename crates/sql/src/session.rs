@@ -477,6 +477,7 @@ impl Session {
             chrono::DateTime::from_timestamp_nanos(ts.wall as i64)
         };
         Context {
+            db: self.db.clone(),
             txn,
             database: self.database.clone(),
             params,
@@ -1160,9 +1161,28 @@ fn explain(node: &crate::plan::Node, depth: usize, out: &mut Vec<String>) {
             filter,
             limit,
         } => {
+            use crate::internal::{pretty_key, pretty_primary_key};
             let spans = match keys {
-                Some(k) => format!("{} point lookup(s)", k.len()),
-                None => format!("full scan of {}@{}", table.name, table.primary.name),
+                Some(k) => format!(
+                    "{} point lookup(s) {}{}",
+                    k.len(),
+                    k.iter()
+                        .take(5)
+                        .map(|k| pretty_primary_key(table, k))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if k.len() > 5 { ", …" } else { "" }
+                ),
+                None => {
+                    let (start, end) = table.primary_span();
+                    format!(
+                        "full scan of {}@{} {} - {}",
+                        table.name,
+                        table.primary.name,
+                        pretty_key(&start),
+                        pretty_key(&end)
+                    )
+                }
             };
             format!(
                 "scan {}: {spans}{}{}",

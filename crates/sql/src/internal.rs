@@ -1,0 +1,147 @@
+//! `bini_internal.*`: virtual tables, computed from the cluster's state when a query reads
+//! them. `SHOW RANGES FROM TABLE t` is a query over `bini_internal.ranges`.
+//!
+//! - `ranges`: one row per (table, range holding some of its keys) in every database, with
+//!   the range's span, replicas and the leaseholder this node knows of (NULL until the node
+//!   has routed a request to the range).
+
+use crate::catalog::{self, TableDesc};
+use crate::encoding::{table_span, TABLE_PREFIX};
+use crate::error::Result;
+use crate::plan::{Column, Row};
+use crate::planner::Context;
+use crate::types::{Datum, Type};
+
+/// The schema name of the virtual tables.
+pub const SCHEMA: &str = "bini_internal";
+
+fn column(name: &str, ty: Type) -> Column {
+    Column {
+        name: name.into(),
+        table: None,
+        ty,
+        hidden: false,
+    }
+}
+
+/// The columns and rows of `bini_internal.<name>`, or `None` if there is no such table.
+pub async fn table(ctx: &mut Context<'_>, name: &str) -> Result<Option<(Vec<Column>, Vec<Row>)>> {
+    match name {
+        "ranges" => ranges(ctx).await.map(Some),
+        _ => Ok(None),
+    }
+}
+
+async fn ranges(ctx: &mut Context<'_>) -> Result<(Vec<Column>, Vec<Row>)> {
+    let columns = vec![
+        column("database_name", Type::TEXT),
+        column("table_name", Type::TEXT),
+        column("range_id", Type::Int8),
+        column("start_key", Type::TEXT),
+        column("end_key", Type::TEXT),
+        column("replicas", Type::TEXT),
+        column("lease_holder", Type::Int8),
+    ];
+    let sender = ctx.db.sender().clone();
+    let descs = sender.all_ranges().await?;
+    let mut rows = Vec::new();
+    for db in catalog::databases(ctx.txn).await? {
+        for t in catalog::tables(ctx.txn, db.id).await? {
+            let (start, end) = table_span(t.id);
+            for r in &descs {
+                let overlaps = r.start_key < end
+                    && (r.end_key.is_empty() || r.end_key.as_slice() > &start[..]);
+                if !overlaps {
+                    continue;
+                }
+                let replicas: Vec<String> =
+                    r.replicas.iter().map(|x| x.node_id.to_string()).collect();
+                let lease = sender
+                    .cached_leaseholder(r.start_key.as_slice().max(&start[..]))
+                    .map(|n| Datum::Int(n.0 as i64))
+                    .unwrap_or(Datum::Null);
+                rows.push(vec![
+                    Datum::String(db.name.clone()),
+                    Datum::String(t.name.clone()),
+                    Datum::Int(r.range_id as i64),
+                    Datum::String(pretty_key(&r.start_key)),
+                    Datum::String(pretty_key(&r.end_key)),
+                    Datum::String(format!("{{{}}}", replicas.join(","))),
+                    lease,
+                ]);
+            }
+        }
+    }
+    Ok((columns, rows))
+}
+
+/// A key as people read it: `/Table/<id>/<index>/<rest>` for table data, `/Min` and `/Max`
+/// for the ends of the keyspace, the KV layer's printable form otherwise.
+pub fn pretty_key(key: &[u8]) -> String {
+    if key.is_empty() {
+        return "/Min".into();
+    }
+    if key == bini_kv::keys::KEY_MAX {
+        return "/Max".into();
+    }
+    if key[0] == TABLE_PREFIX && key.len() >= 5 {
+        let id = u32::from_be_bytes([key[1], key[2], key[3], key[4]]);
+        let mut s = format!("/Table/{id}");
+        if key.len() >= 9 {
+            let index = u32::from_be_bytes([key[5], key[6], key[7], key[8]]);
+            s += &format!("/{index}");
+            if key.len() > 9 {
+                s += "/";
+                s += &bini_kv::keys::pretty(&key[9..]);
+            }
+        } else if key.len() > 5 {
+            s += "/";
+            s += &bini_kv::keys::pretty(&key[5..]);
+        }
+        return s;
+    }
+    bini_kv::keys::pretty(key)
+}
+
+/// A key of `table`'s primary index with its column values spelled out
+/// (`/Table/52/1/7/'x'`), where their key forms can be decoded.
+pub fn pretty_primary_key(table: &TableDesc, key: &[u8]) -> String {
+    let prefix = crate::encoding::index_prefix(table.id, table.primary.id);
+    let Some(mut rest) = key.strip_prefix(prefix.as_slice()) else {
+        return pretty_key(key);
+    };
+    let mut s = pretty_key(&prefix);
+    for i in table.primary_positions() {
+        match crate::encoding::decode_key_datum(&table.columns[i].ty, rest) {
+            Some((d, r)) => {
+                s += "/";
+                s += &d.to_string();
+                rest = r;
+            }
+            None => break,
+        }
+    }
+    if !rest.is_empty() {
+        s += "/";
+        s += &bini_kv::keys::pretty(rest);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encoding::index_prefix;
+
+    #[test]
+    fn table_keys_print_as_table_index_and_rest() {
+        assert_eq!(pretty_key(&table_span(52).0), "/Table/52");
+        assert_eq!(pretty_key(&table_span(52).1), "/Table/53");
+        assert_eq!(pretty_key(&index_prefix(52, 1)), "/Table/52/1");
+        let mut k = index_prefix(52, 2);
+        k.extend_from_slice(b"ab");
+        assert_eq!(pretty_key(&k), "/Table/52/2/ab");
+        assert_eq!(pretty_key(b""), "/Min");
+        assert_eq!(pretty_key(b"\xff\xff"), "/Max");
+    }
+}
