@@ -273,6 +273,46 @@ async fn explain_shows_spans_and_show_ranges_lists_a_tables_ranges() {
         );
         assert_ne!(start, end, "{r:?}");
     }
+    // Sessions and statements of the node: this connection, running the query that asks.
+    db.batch_execute("set application_name = 'spans-test'")
+        .await
+        .expect("set");
+    let me = rows(
+        db.simple_query(
+            "select user_name, database_name, application_name, active_query, txn_state \
+             from bini_internal.sessions where application_name = 'spans-test'",
+        )
+        .await
+        .expect("sessions"),
+    );
+    assert_eq!(me.len(), 1, "{me:?}");
+    assert_eq!(me[0][..3], ["root", "defaultdb", "spans-test"]);
+    assert!(me[0][3].contains("bini_internal.sessions"), "{me:?}");
+    assert_eq!(me[0][4], "idle");
+    for _ in 0..3 {
+        let _ = db.simple_query("select v from spans where k = 1").await;
+    }
+    let _ = db.simple_query("select 1/0").await;
+    let stats = rows(
+        db.simple_query(
+            "select statement, count, errors from bini_internal.statements \
+             where statement = 'SELECT v FROM spans WHERE k = 1' or statement = 'SELECT 1 / 0'",
+        )
+        .await
+        .expect("statements"),
+    );
+    let mut stats = stats;
+    stats.sort();
+    assert_eq!(
+        stats,
+        [
+            ["SELECT 1 / 0", "1", "1"].map(String::from).to_vec(),
+            ["SELECT v FROM spans WHERE k = 1", "3", "0"]
+                .map(String::from)
+                .to_vec(),
+        ],
+    );
+
     let err = db
         .simple_query("select * from bini_internal.nope")
         .await

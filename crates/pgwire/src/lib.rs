@@ -96,6 +96,7 @@ fn user_error(e: &bini_sql::Error) -> PgWireError {
 #[derive(Clone)]
 pub struct Gateway {
     db: Db,
+    registry: Arc<bini_sql::Registry>,
     manager: Arc<ConnectionManager>,
     pids: Arc<pgwire::api::RandomPidSecretKeyGenerator>,
 }
@@ -105,6 +106,7 @@ impl Gateway {
     pub fn new(db: Db) -> Self {
         Gateway {
             db,
+            registry: Arc::default(),
             manager: Arc::new(ConnectionManager::new()),
             pids: Arc::new(pgwire::api::RandomPidSecretKeyGenerator::default()),
         }
@@ -114,6 +116,7 @@ impl Gateway {
     pub async fn serve(&self, stream: TcpStream) {
         let session = Arc::new(SessionSlot {
             db: self.db.clone(),
+            registry: self.registry.clone(),
             session: tokio::sync::Mutex::new(None),
         });
         let handlers = Arc::new(Connection {
@@ -223,6 +226,7 @@ impl StartupHandler for Startup {
 /// One connection's session, created on first use with the startup's user and database.
 struct SessionSlot {
     db: Db,
+    registry: Arc<bini_sql::Registry>,
     session: tokio::sync::Mutex<Option<Session>>,
 }
 
@@ -240,7 +244,13 @@ impl SessionSlot {
                 .cloned()
                 .unwrap_or_else(|| "root".into());
             let database = client.metadata().get(METADATA_DATABASE).cloned();
-            Session::new(self.db.clone(), &user, database.as_deref())
+            Session::new(
+                self.db.clone(),
+                self.registry.clone(),
+                &user,
+                database.as_deref(),
+                &client.socket_addr().to_string(),
+            )
         });
         f(session).await
     }

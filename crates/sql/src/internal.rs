@@ -3,7 +3,9 @@
 //!
 //! - `ranges`: one row per (table, range holding some of its keys) in every database, with
 //!   the range's span, replicas and the leaseholder this node knows of (NULL until the node
-//!   has routed a request to the range).
+//!   has routed a request to the range);
+//! - `sessions`: this node's SQL sessions, with the statement each is running;
+//! - `statements`: this node's statements by text: runs, errors, mean and max latency.
 
 use crate::catalog::{self, TableDesc};
 use crate::encoding::{table_span, TABLE_PREFIX};
@@ -28,6 +30,8 @@ fn column(name: &str, ty: Type) -> Column {
 pub async fn table(ctx: &mut Context<'_>, name: &str) -> Result<Option<(Vec<Column>, Vec<Row>)>> {
     match name {
         "ranges" => ranges(ctx).await.map(Some),
+        "sessions" => Ok(Some(sessions(ctx))),
+        "statements" => Ok(Some(statements(ctx))),
         _ => Ok(None),
     }
 }
@@ -73,6 +77,63 @@ async fn ranges(ctx: &mut Context<'_>) -> Result<(Vec<Column>, Vec<Row>)> {
         }
     }
     Ok((columns, rows))
+}
+
+fn sessions(ctx: &Context<'_>) -> (Vec<Column>, Vec<Row>) {
+    let columns = vec![
+        column("session_id", Type::Int8),
+        column("user_name", Type::TEXT),
+        column("database_name", Type::TEXT),
+        column("client_address", Type::TEXT),
+        column("application_name", Type::TEXT),
+        column("active_query", Type::TEXT),
+        column("session_start", Type::TimestampTz),
+        column("txn_state", Type::TEXT),
+    ];
+    let rows = ctx
+        .registry
+        .sessions()
+        .into_iter()
+        .map(|s| {
+            vec![
+                Datum::Int(s.id as i64),
+                Datum::String(s.user),
+                Datum::String(s.database),
+                Datum::String(s.client),
+                Datum::String(s.application),
+                s.active_query.map(Datum::String).unwrap_or(Datum::Null),
+                Datum::TimestampTz(s.started),
+                Datum::String(s.txn_state.into()),
+            ]
+        })
+        .collect();
+    (columns, rows)
+}
+
+fn statements(ctx: &Context<'_>) -> (Vec<Column>, Vec<Row>) {
+    let columns = vec![
+        column("statement", Type::TEXT),
+        column("count", Type::Int8),
+        column("errors", Type::Int8),
+        column("mean_latency_ms", Type::Float8),
+        column("max_latency_ms", Type::Float8),
+    ];
+    let rows = ctx
+        .registry
+        .statements()
+        .into_iter()
+        .map(|(text, s)| {
+            let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+            vec![
+                Datum::String(text),
+                Datum::Int(s.count as i64),
+                Datum::Int(s.errors as i64),
+                Datum::Float(ms(s.total) / s.count.max(1) as f64),
+                Datum::Float(ms(s.max)),
+            ]
+        })
+        .collect();
+    (columns, rows)
 }
 
 /// A key as people read it: `/Table/<id>/<index>/<rest>` for table data, `/Min` and `/Max`

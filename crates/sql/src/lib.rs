@@ -27,6 +27,7 @@ mod internal;
 mod parse;
 mod plan;
 mod planner;
+mod registry;
 mod session;
 mod types;
 
@@ -36,6 +37,7 @@ pub use expr::cast;
 pub use parse::{parse, parse_one, AsOf, Parsed};
 pub use plan::Column;
 pub use planner::Params;
+pub use registry::Registry;
 pub use session::{Described, Output, Session, TxnState};
 pub use types::{Datum, Interval, Type};
 

@@ -30,6 +30,8 @@ use crate::types::{Datum, Type};
 pub struct Context<'a> {
     /// The node's database handle (for what lives outside the transaction: ranges).
     pub db: bini_txn::Db,
+    /// The node's sessions and statement statistics.
+    pub registry: std::sync::Arc<crate::registry::Registry>,
     /// The statement's transaction.
     pub txn: &'a mut Txn,
     /// The session's current database.

@@ -9,6 +9,7 @@
 //! Transaction states follow Postgres: after an error inside a transaction, every statement
 //! but `ROLLBACK` (and `COMMIT`, which rolls back) fails until the transaction ends.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlparser::ast;
@@ -24,6 +25,7 @@ use crate::plan::{execute, Column, Row};
 use crate::planner::{
     ident, is_serial, must_table, name_parts, sql_type, table_name, Context, Params,
 };
+use crate::registry::{Registry, SessionInfo};
 use crate::types::{Datum, Type};
 
 /// What Describe tells a client about a prepared statement.
@@ -86,17 +88,45 @@ pub struct Session {
     /// The transaction's open savepoints, oldest first.
     savepoints: Vec<(String, bini_txn::Savepoint)>,
     settings: Vec<(String, String)>,
+    /// The node's registry, where this session shows in `bini_internal.sessions`.
+    registry: Arc<Registry>,
+    id: u64,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.registry.deregister(self.id);
+    }
 }
 
 impl Session {
-    /// A new session on a node.
-    pub fn new(db: Db, user: &str, database: Option<&str>) -> Self {
+    /// A new session on a node, for a client at `client` (an address, for display).
+    pub fn new(
+        db: Db,
+        registry: Arc<Registry>,
+        user: &str,
+        database: Option<&str>,
+        client: &str,
+    ) -> Self {
+        let database = database
+            .filter(|d| !d.is_empty())
+            .unwrap_or(DEFAULT_DATABASE)
+            .to_string();
+        let id = registry.register(SessionInfo {
+            id: 0,
+            user: user.to_string(),
+            database: database.clone(),
+            client: client.to_string(),
+            application: String::new(),
+            active_query: None,
+            started: chrono::Utc::now(),
+            txn_state: "idle",
+        });
         Session {
+            registry,
+            id,
             db,
-            database: database
-                .filter(|d| !d.is_empty())
-                .unwrap_or(DEFAULT_DATABASE)
-                .to_string(),
+            database,
             user: user.to_string(),
             txn: None,
             failed: false,
@@ -155,8 +185,45 @@ impl Session {
         out
     }
 
-    /// Runs one parsed statement with parameter values.
+    /// Runs one parsed statement with parameter values. The statement shows in
+    /// `bini_internal.sessions` while it runs and is counted in `bini_internal.statements`.
     pub async fn execute(&mut self, parsed: &Parsed, params: &Params) -> Result<Output> {
+        let mut text = parsed.stmt.to_string();
+        if text.len() > 2000 {
+            let cut = (0..=2000)
+                .rev()
+                .find(|i| text.is_char_boundary(*i))
+                .unwrap_or(0);
+            text.truncate(cut);
+        }
+        self.registry
+            .update(self.id, |s| s.active_query = Some(text.clone()));
+        let started = std::time::Instant::now();
+        let r = self.execute_inner(parsed, params).await;
+        self.registry.record(&text, started.elapsed(), r.is_err());
+        let (database, state) = (self.database.clone(), self.txn_state());
+        let application = self.setting("application_name").unwrap_or_default();
+        self.registry.update(self.id, |s| {
+            s.active_query = None;
+            s.database = database;
+            s.application = application;
+            s.txn_state = match state {
+                TxnState::Idle => "idle",
+                TxnState::Open => "open",
+                TxnState::Failed => "failed",
+            };
+        });
+        r
+    }
+
+    fn setting(&self, name: &str) -> Option<String> {
+        self.settings
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    async fn execute_inner(&mut self, parsed: &Parsed, params: &Params) -> Result<Output> {
         use ast::Statement as S;
         let (stmt, upsert) = (&parsed.stmt, parsed.upsert);
         let as_of = match &parsed.as_of {
@@ -478,6 +545,7 @@ impl Session {
         };
         Context {
             db: self.db.clone(),
+            registry: self.registry.clone(),
             txn,
             database: self.database.clone(),
             params,
