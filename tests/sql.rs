@@ -254,6 +254,20 @@ async fn explain_shows_spans_and_show_ranges_lists_a_tables_ranges() {
         "{plan:?}"
     );
 
+    db.batch_execute("create index spans_v on spans (v)")
+        .await
+        .expect("index");
+    let plan = rows(
+        db.simple_query("explain select k from spans where v = 'a'")
+            .await
+            .expect("explain"),
+    );
+    let scan = &plan.last().expect("a scan line")[0];
+    assert!(
+        scan.contains("1 span(s) of index spans_v")
+            && scan.contains(&format!("/Table/{re_table}/2/")),
+        "{plan:?}"
+    );
     let ranges = rows(
         db.simple_query("show ranges from table spans")
             .await

@@ -521,10 +521,10 @@ async fn matching_rows(
         return Ok(Vec::new());
     }
     let keys = match &filter {
-        Some(f) => crate::planner::point_keys(table, f)?,
+        Some(f) => crate::planner::lookup(table, f)?,
         None => None,
     };
-    scan_table(ctx.txn, table, keys.as_deref(), &filter, None).await
+    scan_table(ctx.txn, table, keys.as_ref(), &filter, None).await
 }
 
 /// UPDATE.

@@ -422,7 +422,6 @@ pub fn decode_row(buf: &[u8]) -> Result<Vec<(u32, Datum)>> {
 }
 
 /// Decodes positionally encoded datums (secondary index values).
-#[cfg(test)]
 pub fn decode_datums(buf: &[u8]) -> Result<Vec<Datum>> {
     let mut r = Reader { buf };
     let mut out = Vec::new();

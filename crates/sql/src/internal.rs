@@ -164,16 +164,24 @@ pub fn pretty_key(key: &[u8]) -> String {
     bini_kv::keys::pretty(key)
 }
 
-/// A key of `table`'s primary index with its column values spelled out
-/// (`/Table/52/1/7/'x'`), where their key forms can be decoded.
-pub fn pretty_primary_key(table: &TableDesc, key: &[u8]) -> String {
-    let prefix = crate::encoding::index_prefix(table.id, table.primary.id);
+/// A key of one of `table`'s indexes (`index_id`, over the columns at `positions`) with its
+/// column values spelled out (`/Table/52/1/7/x`) where their key forms can be decoded.
+pub fn pretty_index_key(
+    table: &TableDesc,
+    index_id: u32,
+    positions: &[usize],
+    key: &[u8],
+) -> String {
+    let prefix = crate::encoding::index_prefix(table.id, index_id);
     let Some(mut rest) = key.strip_prefix(prefix.as_slice()) else {
         return pretty_key(key);
     };
     let mut s = pretty_key(&prefix);
-    for i in table.primary_positions() {
-        match crate::encoding::decode_key_datum(&table.columns[i].ty, rest) {
+    for i in positions {
+        if rest.is_empty() {
+            break;
+        }
+        match crate::encoding::decode_key_datum(&table.columns[*i].ty, rest) {
             Some((d, r)) => {
                 s += "/";
                 s += &d.to_string();
@@ -187,6 +195,11 @@ pub fn pretty_primary_key(table: &TableDesc, key: &[u8]) -> String {
         s += &bini_kv::keys::pretty(rest);
     }
     s
+}
+
+/// A key of `table`'s primary index, values spelled out.
+pub fn pretty_primary_key(table: &TableDesc, key: &[u8]) -> String {
+    pretty_index_key(table, table.primary.id, &table.primary_positions(), key)
 }
 
 #[cfg(test)]

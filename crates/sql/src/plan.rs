@@ -113,8 +113,8 @@ pub enum Node {
     Scan {
         /// The table.
         table: TableDesc,
-        /// Only these primary keys (encoded), if set.
-        keys: Option<Vec<Vec<u8>>>,
+        /// Only the rows this finds, if set.
+        keys: Option<Lookup>,
         /// Rows failing it are dropped.
         filter: Option<Expr>,
         /// Stop after this many rows pass the filter.
@@ -238,18 +238,26 @@ fn passes(filter: &Option<Expr>, row: &[Datum]) -> Result<bool> {
 pub async fn scan_table(
     txn: &mut Txn,
     table: &TableDesc,
-    keys: Option<&[Vec<u8>]>,
+    keys: Option<&Lookup>,
     filter: &Option<Expr>,
     limit: Option<usize>,
 ) -> Result<Vec<(Vec<u8>, Row)>> {
     let mut out = Vec::new();
+    let keys = match keys {
+        Some(Lookup::Primary(keys)) => Some(keys.clone()),
+        Some(Lookup::Index { prefixes, .. }) => Some(index_lookup(txn, table, prefixes).await?),
+        None => None,
+    };
     if let Some(keys) = keys {
-        let values = txn.get_many(keys).await?;
+        let values = txn.get_many(&keys).await?;
         for (k, v) in keys.iter().zip(values) {
             if let Some(v) = v {
                 let row = decode_table_row(table, &v)?;
                 if passes(filter, &row)? {
                     out.push((k.clone(), row));
+                    if limit.is_some_and(|l| out.len() >= l) {
+                        break;
+                    }
                 }
             }
         }
@@ -279,6 +287,55 @@ pub async fn scan_table(
     }
 }
 
+/// The rows a scan reads instead of the whole table.
+#[derive(Clone, Debug)]
+pub enum Lookup {
+    /// These primary keys (encoded).
+    Primary(Vec<Vec<u8>>),
+    /// The rows named by a secondary index's entries under these key prefixes.
+    Index {
+        /// The index.
+        name: String,
+        /// Index key prefixes (index id and leading column values).
+        prefixes: Vec<Vec<u8>>,
+    },
+}
+
+/// The primary keys of the rows a secondary index lists under `prefixes` (each entry's
+/// value is its row's primary key values).
+async fn index_lookup(
+    txn: &mut Txn,
+    table: &TableDesc,
+    prefixes: &[Vec<u8>],
+) -> Result<Vec<Vec<u8>>> {
+    const BATCH: u64 = 1024;
+    let mut keys = Vec::new();
+    for prefix in prefixes {
+        let (mut from, end) = (prefix.clone(), crate::encoding::prefix_end(prefix));
+        loop {
+            let batch = txn.scan(&from, &end, BATCH).await?;
+            for kv in &batch {
+                let pk = crate::encoding::decode_datums(&kv.value)?;
+                let mut key = crate::encoding::index_prefix(table.id, table.primary.id);
+                for d in &pk {
+                    encode_key_datum(d, &mut key)?;
+                }
+                keys.push(key);
+            }
+            match batch.last() {
+                Some(last) if batch.len() as u64 == BATCH => {
+                    from = last.key.clone();
+                    from.push(0);
+                }
+                _ => break,
+            }
+        }
+    }
+    keys.sort();
+    keys.dedup();
+    Ok(keys)
+}
+
 /// Runs a plan.
 pub fn execute<'a>(node: &'a Node, txn: &'a mut Txn) -> BoxFuture<'a, Result<Vec<Row>>> {
     Box::pin(async move {
@@ -288,7 +345,7 @@ pub fn execute<'a>(node: &'a Node, txn: &'a mut Txn) -> BoxFuture<'a, Result<Vec
                 keys,
                 filter,
                 limit,
-            } => scan_table(txn, table, keys.as_deref(), filter, *limit)
+            } => scan_table(txn, table, keys.as_ref(), filter, *limit)
                 .await?
                 .into_iter()
                 .map(|(_, r)| r)

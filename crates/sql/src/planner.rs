@@ -7,12 +7,17 @@
 //!
 //! Rules applied while planning:
 //! - a WHERE over a single table becomes the scan's filter, and equality on every primary key
-//!   column (`id = 1`, `id IN (1, 2)`) turns the scan into point lookups;
+//!   column (`id = 1`, `id IN (1, 2)`) turns the scan into point lookups; else equality on the
+//!   leading columns of a secondary index reads that index's entries under those values and
+//!   then the rows they name (the index with the most pinned columns wins);
 //! - a LIMIT over a filter-only scan without ORDER BY stops the scan early;
 //! - joins with equality conditions run as hash joins;
 //! - uncorrelated subqueries run once, before the statement, and become constants.
 //!
-//! Left out for now: correlated subqueries, window functions, secondary-index scans.
+//! Left out for now: correlated subqueries, window functions, index range scans (`<`, `>`),
+//! lookup joins.
+
+use std::collections::HashMap;
 
 use sqlparser::ast;
 
@@ -23,7 +28,9 @@ use crate::encoding::encode_key_datum;
 use crate::error::{Error, Result};
 use crate::expr::{cast, BinOp, Expr};
 use crate::functions::Func;
-use crate::plan::{execute, AggFunc, Aggregate, BoxFuture, Column, JoinKind, Node, SetOp, SortKey};
+use crate::plan::{
+    execute, AggFunc, Aggregate, BoxFuture, Column, JoinKind, Lookup, Node, SetOp, SortKey,
+};
 use crate::types::{Datum, Type};
 
 /// What a statement is planned against.
@@ -1866,7 +1873,7 @@ fn push_filter(node: Node, pred: Expr) -> Result<Node> {
             filter: None,
             limit,
         } => {
-            let keys = point_keys(&table, &pred)?;
+            let keys = lookup(&table, &pred)?;
             Ok(Node::Scan {
                 table,
                 keys,
@@ -1881,16 +1888,15 @@ fn push_filter(node: Node, pred: Expr) -> Result<Node> {
     }
 }
 
-/// If the predicate pins every primary key column to constants (`=` or `IN`), the keys of
-/// those rows.
-pub fn point_keys(table: &TableDesc, pred: &Expr) -> Result<Option<Vec<Vec<u8>>>> {
-    let pk = table.primary_positions();
-    let mut values: Vec<Option<Vec<Datum>>> = vec![None; pk.len()];
-    for c in conjuncts(pred) {
+/// Column → the constants a predicate pins it to with `=` or `IN` (NULLs, which match
+/// nothing, left out). A value that a cast to the column's type would change is not usable.
+fn pinned_values(table: &TableDesc, pred: &Expr) -> HashMap<usize, Vec<Datum>> {
+    let mut pinned = HashMap::new();
+    'conjuncts: for c in conjuncts(pred) {
         let (col, vals) = match c {
             Expr::Binary(BinOp::Eq, a, b) => match (&**a, &**b) {
                 (Expr::Column(i), c) | (c, Expr::Column(i)) if c.constant().is_some() => {
-                    (*i, c.constant().into_iter().cloned().collect())
+                    (*i, c.constant().into_iter().cloned().collect::<Vec<_>>())
                 }
                 _ => continue,
             },
@@ -1900,7 +1906,7 @@ pub fn point_keys(table: &TableDesc, pred: &Expr) -> Result<Option<Vec<Vec<u8>>>
                     for item in list {
                         match item.constant() {
                             Some(d) => vals.push(d.clone()),
-                            None => return Ok(None),
+                            None => continue 'conjuncts,
                         }
                     }
                     (*i, vals)
@@ -1909,30 +1915,35 @@ pub fn point_keys(table: &TableDesc, pred: &Expr) -> Result<Option<Vec<Vec<u8>>>
             },
             _ => continue,
         };
-        if let Some(k) = pk.iter().position(|p| *p == col) {
-            let ty = &table.columns[col].ty;
-            // Only values already of the column's type: a cast could change equality.
-            let mut typed = Vec::new();
-            for v in vals {
-                if v.is_null() {
-                    continue;
-                }
-                match cast(v.clone(), ty) {
-                    Ok(x) if x.compare(&v) == Some(std::cmp::Ordering::Equal) => typed.push(x),
-                    _ => return Ok(None),
-                }
+        let Some(ty) = table.columns.get(col).map(|c| &c.ty) else {
+            continue;
+        };
+        let mut typed = Vec::new();
+        for v in vals {
+            if v.is_null() {
+                continue;
             }
-            values[k] = Some(typed);
+            match cast(v.clone(), ty) {
+                Ok(x) if x.compare(&v) == Some(std::cmp::Ordering::Equal) => typed.push(x),
+                _ => continue 'conjuncts,
+            }
         }
+        pinned.insert(col, typed);
     }
-    if values.iter().any(Option::is_none) {
-        return Ok(None);
-    }
-    let mut keys: Vec<Vec<u8>> = vec![crate::encoding::index_prefix(table.id, table.primary.id)];
-    for vals in values.into_iter().flatten() {
+    pinned
+}
+
+/// Every key `prefix` + one pinned value of each of `cols`, sorted (`None` past 10,000).
+fn key_product(
+    prefix: Vec<u8>,
+    cols: &[usize],
+    pinned: &HashMap<usize, Vec<Datum>>,
+) -> Result<Option<Vec<Vec<u8>>>> {
+    let mut keys = vec![prefix];
+    for c in cols {
         let mut next = Vec::new();
         for k in &keys {
-            for v in &vals {
+            for v in &pinned[c] {
                 let mut key = k.clone();
                 encode_key_datum(v, &mut key)?;
                 next.push(key);
@@ -1946,4 +1957,48 @@ pub fn point_keys(table: &TableDesc, pred: &Expr) -> Result<Option<Vec<Vec<u8>>>
     keys.sort();
     keys.dedup();
     Ok(Some(keys))
+}
+
+/// If the predicate pins every primary key column to constants (`=` or `IN`), the keys of
+/// those rows.
+pub fn point_keys(table: &TableDesc, pred: &Expr) -> Result<Option<Vec<Vec<u8>>>> {
+    let pinned = pinned_values(table, pred);
+    let pk = table.primary_positions();
+    if !pk.iter().all(|c| pinned.contains_key(c)) {
+        return Ok(None);
+    }
+    key_product(
+        crate::encoding::index_prefix(table.id, table.primary.id),
+        &pk,
+        &pinned,
+    )
+}
+
+/// How a predicate narrows a table's rows: the primary keys it pins, else the secondary
+/// index whose leading columns it pins most (its entries under those values name the rows).
+pub fn lookup(table: &TableDesc, pred: &Expr) -> Result<Option<Lookup>> {
+    if let Some(keys) = point_keys(table, pred)? {
+        return Ok(Some(Lookup::Primary(keys)));
+    }
+    let pinned = pinned_values(table, pred);
+    let best = table
+        .indexes
+        .iter()
+        .map(|idx| {
+            let cols = table.index_positions(idx);
+            let n = cols.iter().take_while(|c| pinned.contains_key(c)).count();
+            (n, idx, cols)
+        })
+        .filter(|(n, ..)| *n > 0)
+        .max_by_key(|(n, ..)| *n);
+    let Some((n, idx, cols)) = best else {
+        return Ok(None);
+    };
+    let prefix = crate::encoding::index_prefix(table.id, idx.id);
+    Ok(
+        key_product(prefix, &cols[..n], &pinned)?.map(|prefixes| Lookup::Index {
+            name: idx.name.clone(),
+            prefixes,
+        }),
+    )
 }

@@ -1229,9 +1229,24 @@ fn explain(node: &crate::plan::Node, depth: usize, out: &mut Vec<String>) {
             filter,
             limit,
         } => {
-            use crate::internal::{pretty_key, pretty_primary_key};
+            use crate::internal::{pretty_index_key, pretty_key, pretty_primary_key};
             let spans = match keys {
-                Some(k) => format!(
+                Some(crate::plan::Lookup::Index { name, prefixes }) => format!(
+                    "{} span(s) of index {name} {}{}",
+                    prefixes.len(),
+                    prefixes
+                        .iter()
+                        .take(5)
+                        .map(|k| match table.indexes.iter().find(|i| i.name == *name) {
+                            Some(idx) =>
+                                pretty_index_key(table, idx.id, &table.index_positions(idx), k),
+                            None => pretty_key(k),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if prefixes.len() > 5 { ", …" } else { "" }
+                ),
+                Some(crate::plan::Lookup::Primary(k)) => format!(
                     "{} point lookup(s) {}{}",
                     k.len(),
                     k.iter()
