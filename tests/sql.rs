@@ -336,3 +336,27 @@ async fn explain_shows_spans_and_show_ranges_lists_a_tables_ranges() {
         Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn psql_lists_databases_tables_schemas_and_indexes() {
+    let c = Cluster::start(3, &[]).await;
+    wait_for_sql(&c).await;
+    let addr = &c.nodes[2].addr;
+    let out = psql(
+        addr,
+        "create table users (id int primary key, name string); \
+         create index users_name on users (name)",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for (cmd, want) in [
+        ("\\l", "defaultdb|root|UTF8|C.UTF-8|C.UTF-8||libc|\n"),
+        ("\\dt", "public|users|table|root\n"),
+        ("\\d", "public|users|table|root\n"),
+        ("\\dn", "bini_internal|root\npublic|root\n"),
+        ("\\di", "public|users_name|index|root|users\n"),
+    ] {
+        let out = psql(addr, cmd);
+        assert!(out.status.success(), "{cmd}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), want, "{cmd}");
+    }
+}

@@ -92,7 +92,22 @@ pub enum Func {
     Version,
     /// `current_database()`; resolved by the binder, never called
     CurrentDatabase,
+    /// `text ~ pattern` (POSIX regular expression match)
+    RegexMatch,
+    /// `text ~* pattern` (case-insensitive)
+    RegexIMatch,
+    /// `pg_get_userbyid(oid)`: the role's name
+    PgGetUserById,
+    /// `pg_encoding_to_char(int)`: an encoding's name
+    PgEncodingToChar,
+    /// `pg_table_is_visible(oid)`: whether the search path reaches the relation
+    PgTableIsVisible,
+    /// `array_to_string(array, sep)` (arrays are not stored yet: only NULL and text pass)
+    ArrayToString,
 }
+
+/// The oid of the one role, `root` (Postgres's bootstrap superuser has oid 10).
+pub const ROOT_OID: i64 = 10;
 
 impl Func {
     /// The function called `name` (lower-case), if there is one.
@@ -136,6 +151,10 @@ impl Func {
             "age" => Age,
             "jsonb_typeof" | "json_typeof" => JsonbTypeof,
             "version" => Version,
+            "pg_get_userbyid" => PgGetUserById,
+            "pg_encoding_to_char" => PgEncodingToChar,
+            "pg_table_is_visible" => PgTableIsVisible,
+            "array_to_string" => ArrayToString,
             "current_database" => CurrentDatabase,
             _ => return None,
         })
@@ -146,6 +165,8 @@ impl Func {
         use Func::*;
         match self {
             Random | GenRandomUuid | Version | CurrentDatabase => (0, Some(0)),
+            PgGetUserById | PgEncodingToChar | PgTableIsVisible => (1, Some(1)),
+            RegexMatch | RegexIMatch | ArrayToString => (2, Some(2)),
             Lower | Upper | Length | Trim | Ltrim | Rtrim | Reverse | Abs | Ceil | Floor | Sqrt
             | Sign | Trunc | JsonbTypeof => (1, Some(1)),
             Round => (1, Some(2)),
@@ -184,7 +205,8 @@ impl Func {
         match self {
             Lower | Upper | Substr | Trim | Ltrim | Rtrim | Replace | Concat | Left | Right
             | Repeat | Reverse | SplitPart | Lpad | Rpad | Version | CurrentDatabase
-            | JsonbTypeof => Type::TEXT,
+            | JsonbTypeof | PgGetUserById | PgEncodingToChar | ArrayToString => Type::TEXT,
+            RegexMatch | RegexIMatch | PgTableIsVisible => Type::Bool,
             Length | Strpos => Type::Int8,
             Abs | Ceil | Floor | Trunc | Mod | Sign => match first {
                 Type::Int2 | Type::Int4 => Type::Int8,
@@ -503,6 +525,34 @@ pub fn call(f: Func, args: Vec<Datum>) -> Result<Datum> {
                 }
                 .into(),
             ),
+            _ => return Err(arg_err(f, &args)),
+        },
+        RegexMatch | RegexIMatch => {
+            let re = regex::RegexBuilder::new(&s(1)?)
+                .case_insensitive(f == RegexIMatch)
+                .size_limit(1 << 20)
+                .build()
+                .map_err(|e| {
+                    Error::InvalidParameterValue(format!("invalid regular expression: {e}"))
+                })?;
+            Bool(re.is_match(&s0()?))
+        }
+        PgGetUserById => match int_arg(&args[0]) {
+            Some(ROOT_OID) => String("root".into()),
+            Some(other) => String(format!("unknown (OID={other})")),
+            None => return Err(arg_err(f, &args)),
+        },
+        PgEncodingToChar => String(
+            if int_arg(&args[0]) == Some(6) {
+                "UTF8"
+            } else {
+                ""
+            }
+            .into(),
+        ),
+        PgTableIsVisible => Bool(true),
+        ArrayToString => match &args[0] {
+            String(x) => String(x.clone()),
             _ => return Err(arg_err(f, &args)),
         },
         Coalesce | Concat | Nullif | Greatest | Least | Random | GenRandomUuid | Version

@@ -6,6 +6,9 @@
 //!   has routed a request to the range);
 //! - `sessions`: this node's SQL sessions, with the statement each is running;
 //! - `statements`: this node's statements by text: runs, errors, mean and max latency.
+//!
+//! `pg_catalog.pg_database`, `pg_namespace`, `pg_class`, `pg_index` and `pg_am` hold what
+//! psql's listing commands read (`docs/psql-catalog-queries.md`); oids are descriptor ids.
 
 use crate::catalog::{self, TableDesc};
 use crate::encoding::{table_span, TABLE_PREFIX};
@@ -16,6 +19,20 @@ use crate::types::{Datum, Type};
 
 /// The schema name of the virtual tables.
 pub const SCHEMA: &str = "bini_internal";
+
+/// Postgres's catalog schema: enough of it for psql's `\l`, `\dt`, `\d`, `\dn`, `\di`.
+pub const PG_CATALOG: &str = "pg_catalog";
+
+/// Namespace oids, as Postgres numbers them (`bini_internal` has one of its own).
+const PG_CATALOG_OID: i64 = 11;
+const PUBLIC_OID: i64 = 2200;
+const INFORMATION_SCHEMA_OID: i64 = 13000;
+const BINI_INTERNAL_OID: i64 = 13100;
+
+/// An index's oid: indexes are numbered within their table, oids must be unique.
+fn index_oid(table_id: u32, index_id: u32) -> i64 {
+    (1i64 << 31) + (table_id as i64) * 1024 + index_id as i64
+}
 
 fn column(name: &str, ty: Type) -> Column {
     Column {
@@ -32,6 +49,14 @@ pub async fn table(ctx: &mut Context<'_>, name: &str) -> Result<Option<(Vec<Colu
         "ranges" => ranges(ctx).await.map(Some),
         "sessions" => Ok(Some(sessions(ctx))),
         "statements" => Ok(Some(statements(ctx))),
+        "pg_database" => pg_database(ctx).await.map(Some),
+        "pg_namespace" => Ok(Some(pg_namespace())),
+        "pg_class" => pg_class(ctx).await.map(Some),
+        "pg_index" => pg_index(ctx).await.map(Some),
+        "pg_am" => Ok(Some((
+            vec![column("oid", Type::Int8), column("amname", Type::TEXT)],
+            vec![vec![Datum::Int(2), Datum::String("heap".into())]],
+        ))),
         _ => Ok(None),
     }
 }
@@ -74,6 +99,123 @@ async fn ranges(ctx: &mut Context<'_>) -> Result<(Vec<Column>, Vec<Row>)> {
                     lease,
                 ]);
             }
+        }
+    }
+    Ok((columns, rows))
+}
+
+async fn pg_database(ctx: &mut Context<'_>) -> Result<(Vec<Column>, Vec<Row>)> {
+    let columns = vec![
+        column("oid", Type::Int8),
+        column("datname", Type::TEXT),
+        column("datdba", Type::Int8),
+        column("encoding", Type::Int4),
+        column("datcollate", Type::TEXT),
+        column("datctype", Type::TEXT),
+        column("daticulocale", Type::TEXT),
+        column("datlocprovider", Type::TEXT),
+        column("datacl", Type::TEXT),
+    ];
+    let rows = catalog::databases(ctx.txn)
+        .await?
+        .into_iter()
+        .map(|d| {
+            vec![
+                Datum::Int(d.id as i64),
+                Datum::String(d.name),
+                Datum::Int(crate::functions::ROOT_OID),
+                Datum::Int(6),
+                Datum::String("C.UTF-8".into()),
+                Datum::String("C.UTF-8".into()),
+                Datum::Null,
+                Datum::String("c".into()),
+                Datum::Null,
+            ]
+        })
+        .collect();
+    Ok((columns, rows))
+}
+
+fn pg_namespace() -> (Vec<Column>, Vec<Row>) {
+    let columns = vec![
+        column("oid", Type::Int8),
+        column("nspname", Type::TEXT),
+        column("nspowner", Type::Int8),
+    ];
+    let rows = [
+        (PG_CATALOG_OID, PG_CATALOG),
+        (PUBLIC_OID, "public"),
+        (INFORMATION_SCHEMA_OID, "information_schema"),
+        (BINI_INTERNAL_OID, SCHEMA),
+    ]
+    .into_iter()
+    .map(|(oid, name)| {
+        vec![
+            Datum::Int(oid),
+            Datum::String(name.into()),
+            Datum::Int(crate::functions::ROOT_OID),
+        ]
+    })
+    .collect();
+    (columns, rows)
+}
+
+/// The current database's tables (relkind `r`) and their secondary indexes (`i`).
+async fn pg_class(ctx: &mut Context<'_>) -> Result<(Vec<Column>, Vec<Row>)> {
+    let columns = vec![
+        column("oid", Type::Int8),
+        column("relname", Type::TEXT),
+        column("relnamespace", Type::Int8),
+        column("relkind", Type::TEXT),
+        column("relowner", Type::Int8),
+        column("relam", Type::Int8),
+        column("reltablespace", Type::Int8),
+        column("relhasindex", Type::Bool),
+    ];
+    let mut rows = Vec::new();
+    let class = |oid: i64, name: &str, kind: &str, has_index: bool| {
+        vec![
+            Datum::Int(oid),
+            Datum::String(name.into()),
+            Datum::Int(PUBLIC_OID),
+            Datum::String(kind.into()),
+            Datum::Int(crate::functions::ROOT_OID),
+            Datum::Int(2),
+            Datum::Int(0),
+            Datum::Bool(has_index),
+        ]
+    };
+    let Some(db) = catalog::database(ctx.txn, &ctx.database).await? else {
+        return Ok((columns, rows));
+    };
+    for t in catalog::tables(ctx.txn, db.id).await? {
+        rows.push(class(t.id as i64, &t.name, "r", true));
+        for idx in &t.indexes {
+            rows.push(class(index_oid(t.id, idx.id), &idx.name, "i", false));
+        }
+    }
+    Ok((columns, rows))
+}
+
+async fn pg_index(ctx: &mut Context<'_>) -> Result<(Vec<Column>, Vec<Row>)> {
+    let columns = vec![
+        column("indexrelid", Type::Int8),
+        column("indrelid", Type::Int8),
+        column("indisunique", Type::Bool),
+        column("indisprimary", Type::Bool),
+    ];
+    let mut rows = Vec::new();
+    let Some(db) = catalog::database(ctx.txn, &ctx.database).await? else {
+        return Ok((columns, rows));
+    };
+    for t in catalog::tables(ctx.txn, db.id).await? {
+        for idx in &t.indexes {
+            rows.push(vec![
+                Datum::Int(index_oid(t.id, idx.id)),
+                Datum::Int(t.id as i64),
+                Datum::Bool(idx.unique),
+                Datum::Bool(false),
+            ]);
         }
     }
     Ok((columns, rows))

@@ -633,6 +633,22 @@ impl Context<'_> {
                     O::GtEq => BinOp::GtEq,
                     O::Arrow => BinOp::JsonGet,
                     O::LongArrow => BinOp::JsonGetText,
+                    O::PGRegexMatch
+                    | O::PGRegexIMatch
+                    | O::PGRegexNotMatch
+                    | O::PGRegexNotIMatch => {
+                        let func = if matches!(op, O::PGRegexMatch | O::PGRegexNotMatch) {
+                            Func::RegexMatch
+                        } else {
+                            Func::RegexIMatch
+                        };
+                        let m = fold(Expr::Call(func, vec![l, r]))?;
+                        return Ok(if matches!(op, O::PGRegexNotMatch | O::PGRegexNotIMatch) {
+                            Expr::Not(b(m))
+                        } else {
+                            m
+                        });
+                    }
                     O::PGLikeMatch | O::PGNotLikeMatch | O::PGILikeMatch | O::PGNotILikeMatch => {
                         return Ok(Expr::Like {
                             expr: b(l),
@@ -1228,7 +1244,7 @@ impl Context<'_> {
                     }
                 }
                 if let [.., schema, vt] = parts.as_slice() {
-                    if schema == crate::internal::SCHEMA {
+                    if schema == crate::internal::SCHEMA || schema == crate::internal::PG_CATALOG {
                         let Some((cols, rows)) = crate::internal::table(self, vt).await? else {
                             return Err(Error::UndefinedTable(name.to_string()));
                         };
