@@ -4,6 +4,9 @@
 //! `/usr/lib/postgresql/*/bin`) and runs the server as the `postgres` user in a temporary
 //! directory on a free port; returns `None` when PostgreSQL is not installed.
 
+// Each benchmark includes this file and uses part of it.
+#![allow(dead_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -79,6 +82,14 @@ impl Postgres {
             "CREATE TABLE kv (k text PRIMARY KEY, v bytea)",
         ]))?;
         Some(pg)
+    }
+
+    /// A libpq connection string for the server's `postgres` database.
+    pub fn conn_str(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            self.port
+        )
     }
 
     /// Runs `clients` pgbench clients inserting rows for `secs` seconds.

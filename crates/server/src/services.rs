@@ -57,6 +57,12 @@ pub(crate) async fn serve(
                     continue;
                 }
             };
+            // Small request/response messages on both protocols: without this, Nagle's
+            // algorithm and delayed ACKs add ~40 ms to a lone client's round trips (tonic sets
+            // it only on listeners it accepts on itself).
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
             let (grpc_tx, gateway) = (grpc_tx.clone(), gateway.clone());
             tokio::spawn(async move {
                 match sniff(&stream).await {
