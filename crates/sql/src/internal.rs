@@ -23,6 +23,9 @@ pub const SCHEMA: &str = "bini_internal";
 /// Postgres's catalog schema: enough of it for psql's `\l`, `\dt`, `\d`, `\dn`, `\di`.
 pub const PG_CATALOG: &str = "pg_catalog";
 
+/// The SQL standard's catalog views: `tables`, `columns`, `schemata` of the current database.
+pub const INFORMATION_SCHEMA: &str = "information_schema";
+
 /// Namespace oids, as Postgres numbers them (`bini_internal` has one of its own).
 const PG_CATALOG_OID: i64 = 11;
 const PUBLIC_OID: i64 = 2200;
@@ -43,17 +46,24 @@ fn column(name: &str, ty: Type) -> Column {
     }
 }
 
-/// The columns and rows of `bini_internal.<name>`, or `None` if there is no such table.
-pub async fn table(ctx: &mut Context<'_>, name: &str) -> Result<Option<(Vec<Column>, Vec<Row>)>> {
-    match name {
-        "ranges" => ranges(ctx).await.map(Some),
-        "sessions" => Ok(Some(sessions(ctx))),
-        "statements" => Ok(Some(statements(ctx))),
-        "pg_database" => pg_database(ctx).await.map(Some),
-        "pg_namespace" => Ok(Some(pg_namespace())),
-        "pg_class" => pg_class(ctx).await.map(Some),
-        "pg_index" => pg_index(ctx).await.map(Some),
-        "pg_am" => Ok(Some((
+/// The columns and rows of the virtual table `schema.name`, or `None` if there is none.
+pub async fn table(
+    ctx: &mut Context<'_>,
+    schema: &str,
+    name: &str,
+) -> Result<Option<(Vec<Column>, Vec<Row>)>> {
+    match (schema, name) {
+        (SCHEMA, "ranges") => ranges(ctx).await.map(Some),
+        (SCHEMA, "sessions") => Ok(Some(sessions(ctx))),
+        (SCHEMA, "statements") => Ok(Some(statements(ctx))),
+        (INFORMATION_SCHEMA, "tables" | "columns" | "schemata") => {
+            information_schema(ctx, name).await.map(Some)
+        }
+        (PG_CATALOG, "pg_database") => pg_database(ctx).await.map(Some),
+        (PG_CATALOG, "pg_namespace") => Ok(Some(pg_namespace())),
+        (PG_CATALOG, "pg_class") => pg_class(ctx).await.map(Some),
+        (PG_CATALOG, "pg_index") => pg_index(ctx).await.map(Some),
+        (PG_CATALOG, "pg_am") => Ok(Some((
             vec![column("oid", Type::Int8), column("amname", Type::TEXT)],
             vec![vec![Datum::Int(2), Datum::String("heap".into())]],
         ))),
@@ -99,6 +109,82 @@ async fn ranges(ctx: &mut Context<'_>) -> Result<(Vec<Column>, Vec<Row>)> {
                     lease,
                 ]);
             }
+        }
+    }
+    Ok((columns, rows))
+}
+
+/// `information_schema.tables`, `.columns` and `.schemata` of the current database.
+async fn information_schema(ctx: &mut Context<'_>, name: &str) -> Result<(Vec<Column>, Vec<Row>)> {
+    let text = |s: &str| Datum::String(s.to_string());
+    let catalog_name = ctx.database.clone();
+    if name == "schemata" {
+        let columns = vec![
+            column("catalog_name", Type::TEXT),
+            column("schema_name", Type::TEXT),
+            column("schema_owner", Type::TEXT),
+        ];
+        let rows = ["public", INFORMATION_SCHEMA, PG_CATALOG, SCHEMA]
+            .iter()
+            .map(|s| vec![text(&catalog_name), text(s), text("root")])
+            .collect();
+        return Ok((columns, rows));
+    }
+    let tables = match catalog::database(ctx.txn, &ctx.database).await? {
+        Some(db) => catalog::tables(ctx.txn, db.id).await?,
+        None => Vec::new(),
+    };
+    if name == "tables" {
+        let columns = vec![
+            column("table_catalog", Type::TEXT),
+            column("table_schema", Type::TEXT),
+            column("table_name", Type::TEXT),
+            column("table_type", Type::TEXT),
+        ];
+        let rows = tables
+            .iter()
+            .map(|t| {
+                vec![
+                    text(&catalog_name),
+                    text("public"),
+                    text(&t.name),
+                    text("BASE TABLE"),
+                ]
+            })
+            .collect();
+        return Ok((columns, rows));
+    }
+    let columns = vec![
+        column("table_catalog", Type::TEXT),
+        column("table_schema", Type::TEXT),
+        column("table_name", Type::TEXT),
+        column("column_name", Type::TEXT),
+        column("ordinal_position", Type::Int8),
+        column("column_default", Type::TEXT),
+        column("is_nullable", Type::TEXT),
+        column("data_type", Type::TEXT),
+        column("character_maximum_length", Type::Int8),
+    ];
+    let mut rows = Vec::new();
+    for t in &tables {
+        for (i, c) in t.columns.iter().filter(|c| !c.hidden).enumerate() {
+            let max_len = match c.ty {
+                Type::String {
+                    max_len: Some(n), ..
+                } => Datum::Int(n as i64),
+                _ => Datum::Null,
+            };
+            rows.push(vec![
+                text(&catalog_name),
+                text("public"),
+                text(&t.name),
+                text(&c.name),
+                Datum::Int(i as i64 + 1),
+                c.default.clone().map(Datum::String).unwrap_or(Datum::Null),
+                text(if c.nullable { "YES" } else { "NO" }),
+                text(c.ty.pg_name()),
+                max_len,
+            ]);
         }
     }
     Ok((columns, rows))

@@ -1244,8 +1244,14 @@ impl Context<'_> {
                     }
                 }
                 if let [.., schema, vt] = parts.as_slice() {
-                    if schema == crate::internal::SCHEMA || schema == crate::internal::PG_CATALOG {
-                        let Some((cols, rows)) = crate::internal::table(self, vt).await? else {
+                    let virtual_schema = [
+                        crate::internal::SCHEMA,
+                        crate::internal::PG_CATALOG,
+                        crate::internal::INFORMATION_SCHEMA,
+                    ];
+                    if virtual_schema.contains(&schema.as_str()) {
+                        let Some((cols, rows)) = crate::internal::table(self, schema, vt).await?
+                        else {
                             return Err(Error::UndefinedTable(name.to_string()));
                         };
                         let t = alias_name.unwrap_or_else(|| vt.clone());
