@@ -360,3 +360,85 @@ async fn psql_lists_databases_tables_schemas_and_indexes() {
         assert_eq!(text(&out.stdout), want, "{cmd}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn copy_from_stdin_loads_rows_in_the_text_format() {
+    use futures::SinkExt;
+    let c = Cluster::start(3, &[]).await;
+    wait_for_sql(&c).await;
+    let (db, conn) = tokio_postgres::connect(
+        &bini_e2e::pg_conn_str(&c.nodes[0].addr),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("connect");
+    tokio::spawn(conn);
+    db.batch_execute("create table copied (id int primary key, name text, score decimal)")
+        .await
+        .expect("create");
+    // 1,200 rows (several insert batches), split across CopyData messages mid-line.
+    let mut data = String::new();
+    for i in 0..1200 {
+        let name = match i % 3 {
+            0 => "\\N".to_string(),
+            1 => format!("tab\\there {i}"),
+            _ => format!("it's {i}"),
+        };
+        data += &format!("{i}\t{name}\t{}.5\n", i % 7);
+    }
+    let sink = db
+        .copy_in("copy copied from stdin with (format text)")
+        .await
+        .expect("COPY starts");
+    futures::pin_mut!(sink);
+    for chunk in data.as_bytes().chunks(777) {
+        sink.send(bytes::Bytes::copy_from_slice(chunk))
+            .await
+            .expect("CopyData");
+    }
+    let n = sink.finish().await.expect("COPY completes");
+    assert_eq!(n, 1200);
+    let row = db
+        .query_one(
+            "select count(*), count(name), sum(score)::text from copied",
+            &[],
+        )
+        .await
+        .expect("count");
+    assert_eq!(
+        (
+            row.get::<_, i64>(0),
+            row.get::<_, i64>(1),
+            row.get::<_, String>(2)
+        ),
+        (1200, 800, "4194.0".to_string())
+    );
+    let tabbed: String = db
+        .query_one("select name from copied where id = 4", &[])
+        .await
+        .expect("row 4")
+        .get(0);
+    assert_eq!(tabbed, "tab\there 4");
+
+    // A malformed row fails the COPY with a SQLSTATE; the connection carries on.
+    let sink = db
+        .copy_in("copy copied (id, name) from stdin")
+        .await
+        .expect("COPY starts");
+    futures::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(b"5000\tok\n5001\n"))
+        .await
+        .expect("CopyData");
+    let err = sink.finish().await.expect_err("a row with one column");
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::INVALID_TEXT_REPRESENTATION),
+        "{err}"
+    );
+    let one: i32 = db
+        .query_one("select 1::int4", &[])
+        .await
+        .expect("still usable")
+        .get(0);
+    assert_eq!(one, 1);
+}

@@ -15,16 +15,18 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use futures::{stream, Sink};
+use futures::{stream, Sink, SinkExt};
 use pgwire::api::auth::{
     finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
     DefaultServerParameterProvider, StartupHandler,
 };
 use pgwire::api::cancel::DefaultCancelHandler;
+use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{
-    DescribePortalResponse, DescribeStatementResponse, FieldInfo, QueryResponse, Response, Tag,
+    CopyResponse, DescribePortalResponse, DescribeStatementResponse, FieldInfo, QueryResponse,
+    Response, Tag,
 };
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
@@ -33,6 +35,7 @@ use pgwire::api::{
     METADATA_DATABASE, METADATA_USER,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::net::TcpStream;
 
@@ -160,6 +163,59 @@ impl PgWireServerHandlers for Connection {
     fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
         self.cancel.clone()
     }
+
+    fn copy_handler(&self) -> Arc<impl CopyHandler> {
+        self.conn.clone()
+    }
+}
+
+/// `COPY … FROM STDIN`: data goes to the session, which inserts it in batches.
+#[async_trait]
+impl CopyHandler for Conn {
+    async fn on_copy_data<C>(&self, client: &mut C, data: CopyData) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        self.session
+            .with(client, async |s| s.copy_data(&data.data).await)
+            .await;
+        Ok(())
+    }
+
+    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let rows = self
+            .session
+            .with(client, async |s| s.copy_done().await)
+            .await
+            .map_err(|e| user_error(&e))?;
+        client
+            .send(PgWireBackendMessage::CommandComplete(
+                Tag::new("COPY").with_rows(rows as usize).into(),
+            ))
+            .await?;
+        Ok(())
+    }
+
+    async fn on_copy_fail<C>(&self, client: &mut C, fail: CopyFail) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        self.session.with(client, async |s| s.copy_fail()).await;
+        PgWireError::UserError(Box::new(ErrorInfo::new(
+            "ERROR".into(),
+            "57014".into(),
+            format!("COPY from stdin failed: {}", fail.message),
+        )))
+    }
 }
 
 /// Trust authentication: the user is who the client says; the database must exist.
@@ -280,6 +336,7 @@ fn to_response(out: Output, format: &Format) -> PgWireResult<Response> {
         Output::Affected { verb, rows } => {
             Response::Execution(Tag::new(verb).with_rows(rows as usize))
         }
+        Output::CopyIn(columns) => Response::CopyIn(CopyResponse::new(0, columns, stream::empty())),
         Output::Begin => Response::TransactionStart(Tag::new("BEGIN")),
         Output::End(tag) => Response::TransactionEnd(Tag::new(tag)),
     })

@@ -18,6 +18,7 @@
 //! Errors are [`Error`] variants, one per SQLSTATE class; the pgwire gateway maps them.
 
 mod catalog;
+mod copy;
 mod dml;
 mod encoding;
 mod error;

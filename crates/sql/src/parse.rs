@@ -145,6 +145,42 @@ fn show_ranges(tokens: &[Token], i: usize) -> Result<Option<(String, usize)>> {
     )))
 }
 
+/// For `COPY … FROM STDIN <options>` at `tokens[i]`: the position of STDIN and where the
+/// statement ends. Options other than text format and FREEZE are refused.
+fn copy_options(tokens: &[Token], i: usize) -> Result<Option<(usize, usize)>> {
+    let end = tokens[i..]
+        .iter()
+        .position(|t| *t == Token::SemiColon)
+        .map_or(tokens.len(), |p| i + p);
+    let Some(stdin) = (i..end).find(|k| is_word(tokens.get(*k), "stdin")) else {
+        return Ok(None);
+    };
+    if !is_word(
+        tokens[..stdin]
+            .iter()
+            .rev()
+            .find(|t| !matches!(t, Token::Whitespace(_))),
+        "from",
+    ) {
+        return Ok(None);
+    }
+    for t in &tokens[stdin + 1..end] {
+        let allowed = match t {
+            Token::Whitespace(_) | Token::LParen | Token::RParen | Token::Comma => true,
+            Token::Word(w) => ["with", "format", "text", "freeze", "on", "true", "false"]
+                .iter()
+                .any(|k| w.value.eq_ignore_ascii_case(k)),
+            _ => false,
+        };
+        if !allowed {
+            return Err(Error::FeatureNotSupported(format!(
+                "COPY option {t} (only the text format is supported)"
+            )));
+        }
+    }
+    Ok(Some((stdin, end)))
+}
+
 /// Parses a string of statements.
 pub fn parse(sql: &str) -> Result<Vec<Parsed>> {
     let dialect = PostgreSqlDialect {};
@@ -173,6 +209,34 @@ pub fn parse(sql: &str) -> Result<Vec<Parsed>> {
                         .tokenize()
                         .map_err(|e| Error::Internal(e.to_string()))?;
                     kept.extend(replacement);
+                    (content, changed, i) = (true, true, end);
+                    continue;
+                }
+                content = true;
+            }
+            _ if !content && is_word(Some(t), "vacuum") => {
+                // Postgres's `VACUUM [FULL] [FREEZE] [VERBOSE] [ANALYZE] [table]`: MVCC garbage
+                // is collected by the GC queue, so this is a no-op; the flags are dropped so
+                // the parser sees `VACUUM table`.
+                kept.push(t.clone());
+                i += 1;
+                while i < tokens.len()
+                    && (matches!(tokens[i], Token::Whitespace(_))
+                        || ["full", "freeze", "verbose", "analyze", "analyse"]
+                            .iter()
+                            .any(|k| is_word(tokens.get(i), k)))
+                {
+                    i += 1;
+                }
+                kept.push(Token::Whitespace(sqlparser::tokenizer::Whitespace::Space));
+                (content, changed) = (true, true);
+                continue;
+            }
+            _ if !content && is_word(Some(t), "copy") => {
+                // `COPY … FROM STDIN [WITH] (FORMAT text, FREEZE …)`: the options the text
+                // format needs are dropped here (sqlparser does not know all of them).
+                if let Some((stdin, end)) = copy_options(&tokens, i)? {
+                    kept.extend(tokens[i..=stdin].iter().cloned());
                     (content, changed, i) = (true, true, end);
                     continue;
                 }
@@ -300,6 +364,19 @@ mod tests {
         let p = parse("begin as of system time follower_read_timestamp()").expect("parses");
         assert_eq!(p[0].as_of, Some(AsOf::FollowerRead));
         assert!(parse("select 1 from t as of system time now").is_err());
+    }
+
+    #[test]
+    fn copy_options_of_the_text_format_are_dropped() {
+        let p = parse("copy pgbench_accounts from stdin with (freeze on)").expect("parses");
+        assert!(matches!(
+            p[0].stmt,
+            ast::Statement::Copy {
+                target: ast::CopyTarget::Stdin,
+                ..
+            }
+        ));
+        assert!(parse("copy t from stdin with (format csv)").is_err());
     }
 
     #[test]

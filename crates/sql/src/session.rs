@@ -18,6 +18,7 @@ use bini_mvcc::Timestamp;
 use bini_txn::{Db, Txn};
 
 use crate::catalog::{self, CheckDesc, ColumnDesc, IndexDesc, TableDesc, DEFAULT_DATABASE};
+use crate::copy::CopyIn;
 use crate::dml;
 use crate::error::{Error, Result};
 use crate::parse::{parse, Parsed};
@@ -62,6 +63,9 @@ pub enum Output {
     Begin,
     /// The transaction ended (`COMMIT` or `ROLLBACK`, as the tag says).
     End(&'static str),
+    /// `COPY … FROM STDIN` is ready for this many columns of data
+    /// ([`Session::copy_data`], then [`Session::copy_done`]).
+    CopyIn(usize),
 }
 
 /// Where the session's transaction stands.
@@ -90,6 +94,8 @@ pub struct Session {
     settings: Vec<(String, String)>,
     /// The node's registry, where this session shows in `bini_internal.sessions`.
     registry: Arc<Registry>,
+    /// A `COPY … FROM STDIN` taking data.
+    copy: Option<CopyIn>,
     id: u64,
 }
 
@@ -124,6 +130,7 @@ impl Session {
         });
         Session {
             registry,
+            copy: None,
             id,
             db,
             database,
@@ -216,6 +223,95 @@ impl Session {
         r
     }
 
+    /// Starts `COPY table (columns) FROM STDIN`: checks the names, then waits for data.
+    async fn copy_in(&mut self, table: &ast::ObjectName, columns: &[ast::Ident]) -> Result<Output> {
+        let mut txn = self.db.begin();
+        let desc = {
+            let mut ctx = self.context(&mut txn, Params::default(), true);
+            must_table(&mut ctx, table).await
+        };
+        let _ = txn.rollback().await;
+        let desc = desc?;
+        let names: Vec<String> = if columns.is_empty() {
+            desc.columns
+                .iter()
+                .filter(|c| !c.hidden)
+                .map(|c| c.name.clone())
+                .collect()
+        } else {
+            let mut v = Vec::new();
+            for c in columns {
+                let n = ident(c);
+                if desc.column_index(&n).is_none() {
+                    return Err(Error::UndefinedColumn(n));
+                }
+                v.push(n);
+            }
+            v
+        };
+        let quoted: Vec<String> = names
+            .iter()
+            .map(|n| format!("\"{}\"", n.replace('"', "\"\"")))
+            .collect();
+        let prefix = format!("INSERT INTO {table} ({})", quoted.join(", "));
+        self.copy = Some(CopyIn::new(prefix, names.len()));
+        Ok(Output::CopyIn(names.len()))
+    }
+
+    /// Takes CopyData bytes of the running COPY. Errors are kept for [`copy_done`]
+    /// (Self::copy_done), as Postgres reports them when the data ends.
+    pub async fn copy_data(&mut self, data: &[u8]) {
+        let Some(mut copy) = self.copy.take() else {
+            return;
+        };
+        if copy.failed.is_none() {
+            if let Err(e) = copy.feed(data) {
+                copy.failed = Some(e);
+            } else if copy.rows.len() >= crate::copy::BATCH_ROWS {
+                self.copy_flush(&mut copy).await;
+            }
+        }
+        self.copy = Some(copy);
+    }
+
+    /// Ends the running COPY: inserts what is left and reports the rows copied.
+    pub async fn copy_done(&mut self) -> Result<u64> {
+        let Some(mut copy) = self.copy.take() else {
+            return Err(Error::InvalidTransactionState(
+                "no COPY is in progress".into(),
+            ));
+        };
+        if copy.failed.is_none() {
+            if let Err(e) = copy.finish() {
+                copy.failed = Some(e);
+            } else {
+                self.copy_flush(&mut copy).await;
+            }
+        }
+        match copy.failed {
+            Some(e) => self.fail(Err(e)),
+            None => Ok(copy.count),
+        }
+    }
+
+    /// Abandons the running COPY (the client sent CopyFail).
+    pub fn copy_fail(&mut self) {
+        if self.copy.take().is_some() && self.txn.is_some() {
+            self.failed = true;
+        }
+    }
+
+    async fn copy_flush(&mut self, copy: &mut CopyIn) {
+        let Some((sql, n)) = copy.take_insert() else {
+            return;
+        };
+        match self.execute_sql(&sql).await.pop() {
+            Some(Ok(_)) => copy.count += n,
+            Some(Err(e)) => copy.failed = Some(e),
+            None => {}
+        }
+    }
+
     fn setting(&self, name: &str) -> Option<String> {
         self.settings
             .iter()
@@ -277,6 +373,20 @@ impl Session {
         }
         if self.failed {
             return Err(Error::InFailedTransaction);
+        }
+        if let S::Copy {
+            source:
+                ast::CopySource::Table {
+                    table_name,
+                    columns,
+                },
+            to: false,
+            target: ast::CopyTarget::Stdin,
+            ..
+        } = stmt
+        {
+            let r = self.copy_in(table_name, columns).await;
+            return self.fail(r);
         }
         if let Some(out) = self.session_statement(stmt).await? {
             return Ok(out);
@@ -444,6 +554,9 @@ impl Session {
             // Prepared statements live in the gateway; drivers deallocate to reset their
             // caches after DDL (psycopg sends DEALLOCATE ALL).
             S::Deallocate { .. } => Output::Command("DEALLOCATE".into()),
+            // Garbage collection and statistics are the cluster's own business.
+            S::Vacuum(_) => Output::Command("VACUUM".into()),
+            S::Analyze(_) => Output::Command("ANALYZE".into()),
             S::Discard { .. } => Output::Command("DISCARD ALL".into()),
             S::Set(ast::Set::SingleAssignment {
                 variable, values, ..
