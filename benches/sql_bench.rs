@@ -12,22 +12,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bini_e2e::{pg_conn_str, wait_for_sql, Cluster};
+use bini_e2e::{pg_conn_str, pg_connect, wait_for_sql, Cluster};
 use hdrhistogram::Histogram;
 use rand::Rng;
-use tokio_postgres::NoTls;
 
 const ROWS: i64 = 10_000;
 
-async fn connect(cs: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(cs, NoTls).await.expect("connect");
-    tokio::spawn(conn);
-    client
-}
-
 /// Creates and fills the table through `cs`.
 async fn load(cs: &str) {
-    let c = connect(cs).await;
+    let c = pg_connect(cs).await;
     c.batch_execute("DROP TABLE IF EXISTS bench; CREATE TABLE bench (k INT8 PRIMARY KEY, v TEXT)")
         .await
         .expect("create");
@@ -49,7 +42,7 @@ async fn run(targets: &[String], clients: usize, secs: u64) -> (f64, Histogram<u
     for i in 0..clients {
         let (cs, stop) = (targets[i % targets.len()].clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
-            let c = connect(&cs).await;
+            let c = pg_connect(&cs).await;
             let stmt = c
                 .prepare("SELECT v FROM bench WHERE k = $1")
                 .await

@@ -7,13 +7,12 @@
 use std::path::Path;
 use std::process::Command;
 
-use bini_e2e::{pg_conn_str, wait_for_sql, Cluster};
+use bini_e2e::{pg_conn_str, pg_connect, wait_for_sql, Cluster};
 use bytes::{Buf, BufMut, BytesMut};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use postgres_types::{accepts, to_sql_checked, FromSql, IsNull, ToSql, Type};
 use rust_decimal::Decimal;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::NoTls;
 
 /// INTERVAL in its binary form (postgres-types has no Rust type for it).
 #[derive(Debug, PartialEq, Clone, Copy)]
@@ -56,11 +55,7 @@ impl<'a> FromSql<'a> for Interval {
 }
 
 async fn connect(addr: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(&pg_conn_str(addr), NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(conn);
-    client
+    pg_connect(&pg_conn_str(addr)).await
 }
 
 fn sqlstate(e: &tokio_postgres::Error) -> Option<&SqlState> {

@@ -39,6 +39,10 @@ fn psql(addr: &str, sql: &str) -> Output {
         .expect("run psql (postgresql-client)")
 }
 
+async fn pg_connect_node(c: &Cluster, i: usize) -> tokio_postgres::Client {
+    bini_e2e::pg_connect(&bini_e2e::pg_conn_str(&c.nodes[i].addr)).await
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -150,16 +154,7 @@ async fn errors_carry_a_message_a_sqlstate_and_a_non_zero_exit() {
 async fn as_of_system_time_reads_the_past_on_any_node() {
     let c = Cluster::start(3, &[]).await;
     wait_for_sql(&c).await;
-    let connect = |i: usize| {
-        let cs = bini_e2e::pg_conn_str(&c.nodes[i].addr);
-        async move {
-            let (client, conn) = tokio_postgres::connect(&cs, tokio_postgres::NoTls)
-                .await
-                .expect("connect");
-            tokio::spawn(conn);
-            client
-        }
-    };
+    let connect = |i: usize| pg_connect_node(&c, i);
     let a = connect(0).await;
     a.batch_execute(
         "create table hist (k int primary key, v text); insert into hist values (1, 'old')",
@@ -202,13 +197,7 @@ async fn as_of_system_time_reads_the_past_on_any_node() {
 async fn explain_shows_spans_and_show_ranges_lists_a_tables_ranges() {
     let c = Cluster::start(3, &[]).await;
     wait_for_sql(&c).await;
-    let (db, conn) = tokio_postgres::connect(
-        &bini_e2e::pg_conn_str(&c.nodes[1].addr),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .expect("connect");
-    tokio::spawn(conn);
+    let db = pg_connect_node(&c, 1).await;
     db.batch_execute(
         "create table spans (k int primary key, v text); insert into spans values (1, 'a')",
     )
@@ -366,13 +355,7 @@ async fn copy_from_stdin_loads_rows_in_the_text_format() {
     use futures::SinkExt;
     let c = Cluster::start(3, &[]).await;
     wait_for_sql(&c).await;
-    let (db, conn) = tokio_postgres::connect(
-        &bini_e2e::pg_conn_str(&c.nodes[0].addr),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .expect("connect");
-    tokio::spawn(conn);
+    let db = pg_connect_node(&c, 0).await;
     db.batch_execute("create table copied (id int primary key, name text, score decimal)")
         .await
         .expect("create");

@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use bini_e2e::{pg_conn_str, wait_for_sql, Cluster};
+use bini_e2e::{pg_conn_str, pg_connect, wait_for_sql, Cluster};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio_postgres::NoTls;
@@ -677,8 +677,7 @@ struct Tally {
 /// never wait on each other's open transactions); panics if the connection is lost.
 async fn run_statements(addr: String, db: String, seed: u64, count: usize) -> Tally {
     let cs = pg_conn_str(&addr).replace("dbname=defaultdb", &format!("dbname={db}"));
-    let (client, conn) = tokio_postgres::connect(&cs, NoTls).await.expect("connect");
-    tokio::spawn(conn);
+    let client = pg_connect(&cs).await;
     client
         .batch_execute(
             "create table t1 (a int primary key, b text, c float, d decimal, e bool, f date, \
@@ -742,10 +741,7 @@ async fn random_statements_and_malformed_messages_never_crash_a_node() {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(rand::random);
     println!("seed {seed} (SQL_FUZZ_SEED={seed} repeats each connection's statements)");
-    let (admin, conn) = tokio_postgres::connect(&pg_conn_str(&c.nodes[0].addr), NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(conn);
+    let admin = pg_connect(&pg_conn_str(&c.nodes[0].addr)).await;
     // One connection per node, at once, each in a database of its own.
     let run_started = std::time::Instant::now();
     let mut tasks = Vec::new();

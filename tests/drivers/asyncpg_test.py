@@ -9,32 +9,14 @@ exits 1. Uses only plain fetch/fetchrow/execute with $n (no set_type_codec).
 asyncpg always uses the extended protocol with named prepared statements and
 takes parameter types from the server's ParameterDescription.
 """
-import asyncio
 import datetime as dt
 import json
-import sys
 import uuid
 from decimal import Decimal
 
 import asyncpg
 
-
-class CheckFailed(Exception):
-    pass
-
-
-STAGE = "connect"
-
-
-def stage(name):
-    global STAGE
-    STAGE = name
-
-
-def check(name, expected, actual):
-    if expected != actual:
-        raise CheckFailed(f"{name}: expected {expected!r}, got {actual!r}")
-    print(f"ok: {name}", flush=True)
+from checks import check, main, stage
 
 
 async def connect(host, port):
@@ -138,20 +120,5 @@ async def run(host, port):
     await conn2.close()
 
 
-def main():
-    if len(sys.argv) != 3:
-        sys.exit("usage: asyncpg_test.py HOST PORT")
-    try:
-        asyncio.run(run(sys.argv[1], int(sys.argv[2])))
-    except CheckFailed as e:
-        print(f"FAIL: {e}", flush=True)
-        sys.exit(1)
-    except Exception as e:  # unexpected driver/server error
-        msg = str(e).replace("\n", " | ")
-        print(f"FAIL: {STAGE}: unexpected {type(e).__name__}: {msg}", flush=True)
-        sys.exit(1)
-    print("all asyncpg checks passed", flush=True)
-
-
 if __name__ == "__main__":
-    main()
+    main("asyncpg", run)

@@ -8,30 +8,13 @@ passed check, exits 0 if all pass; otherwise prints one "FAIL: ..." line and
 exits 1. Avoids catalog-introspecting features (TypeInfo.fetch, register_*).
 """
 import datetime as dt
-import sys
 import uuid
 from decimal import Decimal
 
 import psycopg
 from psycopg.types.json import Jsonb
 
-
-class CheckFailed(Exception):
-    pass
-
-
-STAGE = "connect"
-
-
-def stage(name):
-    global STAGE
-    STAGE = name
-
-
-def check(name, expected, actual):
-    if expected != actual:
-        raise CheckFailed(f"{name}: expected {expected!r}, got {actual!r}")
-    print(f"ok: {name}", flush=True)
+from checks import check, main, stage
 
 
 def connect(host, port):
@@ -134,20 +117,5 @@ def run(host, port):
     conn2.close()
 
 
-def main():
-    if len(sys.argv) != 3:
-        sys.exit("usage: psycopg_test.py HOST PORT")
-    try:
-        run(sys.argv[1], int(sys.argv[2]))
-    except CheckFailed as e:
-        print(f"FAIL: {e}", flush=True)
-        sys.exit(1)
-    except Exception as e:  # unexpected driver/server error
-        msg = str(e).replace("\n", " | ")
-        print(f"FAIL: {STAGE}: unexpected {type(e).__name__}: {msg}", flush=True)
-        sys.exit(1)
-    print("all psycopg checks passed", flush=True)
-
-
 if __name__ == "__main__":
-    main()
+    main("psycopg", run)

@@ -368,6 +368,16 @@ pub fn pg_conn_str(addr: &str) -> String {
     format!("host={host} port={port} user=root dbname=defaultdb connect_timeout=10")
 }
 
+/// A client connected with `conn_str`, its connection driven by a task; panics if the
+/// server refuses.
+pub async fn pg_connect(conn_str: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(conn_str, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect {conn_str}: {e}"));
+    tokio::spawn(conn);
+    client
+}
+
 /// Waits until every node answers SQL (the catalog bootstraps right after init).
 pub async fn wait_for_sql(c: &Cluster) {
     for n in &c.nodes {

@@ -598,16 +598,11 @@ impl Session {
                     "server_version" => crate::SERVER_VERSION.to_string(),
                     "is_superuser" => "on".into(),
                     "session_user" | "current_user" => self.user.clone(),
-                    n => self
-                        .settings
-                        .iter()
-                        .find(|(k, _)| k == n)
-                        .map(|(_, v)| v.clone())
-                        .ok_or_else(|| {
-                            Error::InvalidParameterValue(format!(
-                                "unrecognized configuration parameter \"{n}\""
-                            ))
-                        })?,
+                    n => self.setting(n).ok_or_else(|| {
+                        Error::InvalidParameterValue(format!(
+                            "unrecognized configuration parameter \"{n}\""
+                        ))
+                    })?,
                 };
                 Output::Rows {
                     columns: vec![Column {
