@@ -26,6 +26,11 @@ pub const PG_CATALOG: &str = "pg_catalog";
 /// The SQL standard's catalog views: `tables`, `columns`, `schemata` of the current database.
 pub const INFORMATION_SCHEMA: &str = "information_schema";
 
+/// Whether `schema` holds virtual tables (read through [`table`]).
+pub fn is_virtual_schema(schema: &str) -> bool {
+    [SCHEMA, PG_CATALOG, INFORMATION_SCHEMA].contains(&schema)
+}
+
 /// Namespace oids, as Postgres numbers them (`bini_internal` has one of its own).
 const PG_CATALOG_OID: i64 = 11;
 const PUBLIC_OID: i64 = 2200;
