@@ -161,6 +161,69 @@ impl Postgres {
     }
 }
 
+/// What one `pgbench` run reports.
+pub struct PgbenchReport {
+    /// Transactions per second.
+    pub tps: f64,
+    /// Mean latency, milliseconds.
+    pub latency_ms: f64,
+    /// Transactions that committed.
+    pub processed: u64,
+    /// Transactions retried after a serialization failure (0 if not reported).
+    pub retried: u64,
+    /// Transactions that failed for good (0 if not reported).
+    pub failed: u64,
+}
+
+/// Where a pgbench run connects: host, port, user, database, and server options
+/// (`PGOPTIONS`, may be empty).
+pub struct Target<'a> {
+    /// Host.
+    pub host: &'a str,
+    /// Port.
+    pub port: u16,
+    /// User.
+    pub user: &'a str,
+    /// Database.
+    pub db: &'a str,
+    /// `PGOPTIONS`.
+    pub options: &'a str,
+}
+
+/// Runs the `pgbench` on the PATH (as the current user) against `t` with `args`; its output,
+/// or `None` (after printing why) if it failed.
+pub fn pgbench(t: &Target<'_>, args: &[&str]) -> Option<String> {
+    run(Command::new("pgbench")
+        .env("PGOPTIONS", t.options)
+        .args(["-h", t.host, "-p", &t.port.to_string(), "-U", t.user])
+        .args(args)
+        .arg(t.db))
+}
+
+/// Reads a pgbench run's report.
+pub fn pgbench_report(out: &str) -> Option<PgbenchReport> {
+    let figure = |label: &str| -> Option<f64> {
+        out.lines()
+            .find_map(|l| l.strip_prefix(label))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+    };
+    Some(PgbenchReport {
+        tps: figure("tps = ")?,
+        latency_ms: figure("latency average = ")?,
+        processed: figure("number of transactions actually processed: ")? as u64,
+        retried: figure("number of transactions retried: ").unwrap_or(0.0) as u64,
+        failed: figure("number of failed transactions: ").unwrap_or(0.0) as u64,
+    })
+}
+
+impl Postgres {
+    /// The server's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
 impl Drop for Postgres {
     fn drop(&mut self) {
         let _ = run(as_postgres(&self.bin, "pg_ctl")

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs what bini's build and tests need, if it is missing: Debian packages (compilers,
-# protoc, the psql client, a Java runtime and pgjdbc) and the Python drivers the driver tests
-# run (pinned).
+# protoc, the psql client, PostgreSQL for pgbench, a Java runtime and pgjdbc) and the Python
+# drivers the driver tests run (pinned).
 set -euo pipefail
 need=()
 command -v clang >/dev/null || need+=(clang)
 ls /usr/lib/llvm-*/lib/libclang*.so >/dev/null 2>&1 || need+=(libclang-dev)
 command -v protoc >/dev/null || need+=(protobuf-compiler)
 command -v psql >/dev/null || need+=(postgresql-client)
+# pgbench ships with the server package (its tests and the benches' reference server).
+ls /usr/lib/postgresql/*/bin/pgbench >/dev/null 2>&1 || need+=(postgresql)
 command -v java >/dev/null || need+=(default-jre-headless)
 [ -f /usr/share/java/postgresql.jar ] || need+=(libpostgresql-jdbc-java)
 command -v python3 >/dev/null || need+=(python3 python3-pip)

@@ -342,7 +342,10 @@ async fn psql_lists_databases_tables_schemas_and_indexes() {
         ("\\dt", "public|users|table|root\n"),
         ("\\d", "public|users|table|root\n"),
         ("\\dn", "bini_internal|root\npublic|root\n"),
-        ("\\di", "public|users_name|index|root|users\n"),
+        (
+            "\\di",
+            "public|users_name|index|root|users\npublic|users_pkey|index|root|users\n",
+        ),
     ] {
         let out = psql(addr, cmd);
         assert!(out.status.success(), "{cmd}: {}", text(&out.stderr));
@@ -424,4 +427,120 @@ async fn copy_from_stdin_loads_rows_in_the_text_format() {
         .expect("still usable")
         .get(0);
     assert_eq!(one, 1);
+}
+
+/// CREATE INDEX on a table that keeps taking writes from another node: the writer goes on
+/// during the build, and afterwards every lookup through the index finds exactly the rows a
+/// scan of the table finds.
+#[tokio::test(flavor = "multi_thread")]
+async fn create_index_backfills_while_the_table_takes_writes() {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    let c = Cluster::start(3, &[]).await;
+    wait_for_sql(&c).await;
+    let db = pg_connect_node(&c, 0).await;
+    db.batch_execute(
+        "create table events (id int primary key, kind int, note text); \
+         insert into events select g, g % 50, 'n' from generate_series(1, 6000) as g",
+    )
+    .await
+    .expect("load events");
+
+    let writer = pg_connect_node(&c, 1).await;
+    let (stop, building) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (rounds, during) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let task = {
+        let (stop, building) = (stop.clone(), building.clone());
+        let (rounds, during) = (rounds.clone(), during.clone());
+        tokio::spawn(async move {
+            let mut i: i64 = 0;
+            while !stop.load(Ordering::SeqCst) {
+                i += 1;
+                let was_building = building.load(Ordering::SeqCst);
+                let (new, moved, gone) = (6000 + i, i * 7 % 6000 + 1, i * 13 % 6000 + 1);
+                writer
+                    .execute(
+                        "insert into events values ($1, $2, 'w')",
+                        &[&new, &(new % 50)],
+                    )
+                    .await
+                    .expect("insert during the build");
+                writer
+                    .execute(
+                        "update events set kind = (kind + 1) % 50 where id = $1",
+                        &[&moved],
+                    )
+                    .await
+                    .expect("update during the build");
+                writer
+                    .execute("delete from events where id = $1", &[&gone])
+                    .await
+                    .expect("delete during the build");
+                rounds.fetch_add(1, Ordering::SeqCst);
+                if was_building && building.load(Ordering::SeqCst) {
+                    during.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        })
+    };
+    wait_for(
+        Duration::from_secs(30),
+        "the writer to get going",
+        || async { (rounds.load(Ordering::SeqCst) >= 3).then_some(()) },
+    )
+    .await;
+    building.store(true, Ordering::SeqCst);
+    db.batch_execute("create index events_kind on events (kind)")
+        .await
+        .expect("create index while the table takes writes");
+    building.store(false, Ordering::SeqCst);
+    stop.store(true, Ordering::SeqCst);
+    task.await.expect("writer");
+    assert!(
+        during.load(Ordering::SeqCst) > 0,
+        "no write went through while the index was being built"
+    );
+
+    // What a scan of the primary index says, against what the index finds.
+    let mut want: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    for r in db
+        .query("select id, kind from events", &[])
+        .await
+        .expect("scan")
+    {
+        want.entry(r.get(1)).or_default().push(r.get(0));
+    }
+    let plan = db
+        .simple_query("explain select id from events where kind = 7")
+        .await
+        .expect("explain");
+    let plan: Vec<String> = plan
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        plan.iter().any(|l| l.contains("events_kind")),
+        "the index is not used: {plan:?}"
+    );
+    for kind in 0..50i64 {
+        let mut got: Vec<i64> = db
+            .query("select id from events where kind = $1", &[&kind])
+            .await
+            .expect("lookup by kind")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        got.sort();
+        let mut expected = want.get(&kind).cloned().unwrap_or_default();
+        expected.sort();
+        assert_eq!(got, expected, "kind {kind}");
+    }
 }

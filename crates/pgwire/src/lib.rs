@@ -68,6 +68,8 @@ pub fn sqlstate(e: &bini_sql::Error) -> &'static str {
         E::StringTooLong(_) => "22001",
         E::DivisionByZero => "22012",
         E::InvalidParameterValue(_) => "22023",
+        E::InvalidTableDefinition(_) => "42P16",
+        E::ObjectNotInPrerequisiteState(_) => "55000",
         E::Grouping(_) => "42803",
         E::CardinalityViolation => "21000",
         E::InvalidTransactionState(_) => "25000",

@@ -101,6 +101,24 @@ pub struct TableDesc {
     pub next_index_id: u32,
     /// CHECK constraints.
     pub checks: Vec<CheckDesc>,
+    /// Indexes being built by a schema change: writers keep them up to date, readers do not
+    /// use them yet (see `schema.rs`).
+    #[serde(default)]
+    pub mutations: Vec<Mutation>,
+}
+
+/// An index under construction. While a new primary index is being built (ALTER TABLE … ADD
+/// PRIMARY KEY) the table's secondary indexes are rebuilt beside it, keyed by the new primary
+/// key; they become the table's indexes when the new primary does.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Mutation {
+    /// The index (ids are the table's, from `next_index_id`).
+    pub index: IndexDesc,
+    /// Whether it is to become the primary index (it holds whole rows).
+    pub primary: bool,
+    /// Columns the change made NOT NULL (given back if it fails).
+    #[serde(default)]
+    pub made_not_null: Vec<u32>,
 }
 
 impl TableDesc {
@@ -138,6 +156,16 @@ impl TableDesc {
     /// Every key of the table.
     pub fn span(&self) -> (Vec<u8>, Vec<u8>) {
         table_span(self.id)
+    }
+
+    /// Positions of the primary key columns that index entries carry: those of the primary
+    /// index being built, if there is one, else the current primary's. Entries of
+    /// secondary-index mutations use these; entries of `indexes` use the current primary's.
+    pub fn future_primary_positions(&self) -> Vec<usize> {
+        match self.mutations.iter().find(|m| m.primary) {
+            Some(m) => self.index_positions(&m.index),
+            None => self.primary_positions(),
+        }
     }
 
     /// The index called `name`, primary included.
@@ -305,6 +333,17 @@ pub async fn table(txn: &mut Txn, db_id: u32, name: &str) -> Result<Option<Table
     match lookup(txn, db_id, name).await? {
         Some(Descriptor::Table(t)) => Ok(Some(t)),
         _ => Ok(None),
+    }
+}
+
+/// The table with id `id`.
+pub async fn table_by_id(txn: &mut Txn, id: u32) -> Result<Option<TableDesc>> {
+    match txn.get(&desc_key(id)).await? {
+        Some(v) => match decode_desc(&v)? {
+            Descriptor::Table(t) => Ok(Some(t)),
+            Descriptor::Database(_) => Ok(None),
+        },
+        None => Ok(None),
     }
 }
 

@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use bini_proto::Request;
 use sqlparser::ast;
 
-use crate::catalog::{IndexDesc, TableDesc};
+use crate::catalog::{IndexDesc, Mutation, TableDesc};
 use crate::encoding::{encode_datums, encode_key_datum, encode_row, index_prefix};
 use crate::error::{Error, Result};
 use crate::expr::{cast, Expr};
@@ -29,6 +29,12 @@ pub struct DmlResult {
 
 /// The key of a row's entry in a secondary index.
 fn index_key(table: &TableDesc, index: &IndexDesc, row: &[Datum]) -> Result<Vec<u8>> {
+    entry_key(table, index, &table.primary_positions(), row)
+}
+
+/// The key of a row's entry in a secondary index whose entries carry the primary key columns
+/// at `pk`.
+fn entry_key(table: &TableDesc, index: &IndexDesc, pk: &[usize], row: &[Datum]) -> Result<Vec<u8>> {
     let mut key = index_prefix(table.id, index.id);
     let positions = table.index_positions(index);
     for i in &positions {
@@ -37,20 +43,93 @@ fn index_key(table: &TableDesc, index: &IndexDesc, row: &[Datum]) -> Result<Vec<
     // Non-unique entries (and unique ones with a NULL, which never conflict) carry the
     // primary key to stay distinct.
     if !index.unique || positions.iter().any(|i| row[*i].is_null()) {
-        for i in table.primary_positions() {
-            encode_key_datum(&row[i], &mut key)?;
+        for i in pk {
+            encode_key_datum(&row[*i], &mut key)?;
         }
     }
     Ok(key)
 }
 
 fn index_value(table: &TableDesc, row: &[Datum]) -> Vec<u8> {
-    let pk: Vec<Datum> = table
-        .primary_positions()
-        .into_iter()
-        .map(|i| row[i].clone())
-        .collect();
+    entry_value(&table.primary_positions(), row)
+}
+
+fn entry_value(pk: &[usize], row: &[Datum]) -> Vec<u8> {
+    let pk: Vec<Datum> = pk.iter().map(|i| row[*i].clone()).collect();
     encode_datums(&pk)
+}
+
+/// The key and value a row has in an index under construction: the whole row under the
+/// new primary key, or a secondary entry carrying the (future) primary key.
+pub(crate) fn mutation_entry(
+    table: &TableDesc,
+    m: &Mutation,
+    row: &[Datum],
+) -> Result<(Vec<u8>, Vec<u8>)> {
+    if m.primary {
+        let mut key = index_prefix(table.id, m.index.id);
+        for i in table.index_positions(&m.index) {
+            encode_key_datum(&row[i], &mut key)?;
+        }
+        Ok((key, row_value(table, row)))
+    } else {
+        let pk = table.future_primary_positions();
+        Ok((entry_key(table, &m.index, &pk, row)?, entry_value(&pk, row)))
+    }
+}
+
+/// Whether a mutation index holds one entry per key value (checked on every write).
+fn mutation_unique(m: &Mutation) -> bool {
+    m.primary || m.index.unique
+}
+
+/// The error for a second row with the same key in a (mutation) index.
+pub(crate) fn duplicate(table: &TableDesc, index: &IndexDesc, row: &[Datum]) -> Error {
+    Error::UniqueViolation {
+        constraint: index.name.clone(),
+        detail: describe_key(table, &table.index_positions(index), row),
+    }
+}
+
+/// Uniqueness of the keys a statement writes into unique indexes under construction.
+#[derive(Default)]
+struct MutationChecks {
+    seen: HashSet<Vec<u8>>,
+}
+
+impl MutationChecks {
+    /// Checks `new` (replacing `old`, for an update) against the unique mutation indexes:
+    /// its key must be new to the statement and to the index, unless the row keeps it.
+    async fn check(
+        &mut self,
+        ctx: &mut Context<'_>,
+        table: &TableDesc,
+        old: Option<&[Datum]>,
+        new: &[Datum],
+    ) -> Result<()> {
+        for m in table.mutations.iter().filter(|m| mutation_unique(m)) {
+            let (key, _) = mutation_entry(table, m, new)?;
+            if let Some(old) = old {
+                if mutation_entry(table, m, old)?.0 == key {
+                    self.seen.insert(key);
+                    continue;
+                }
+            }
+            if !self.seen.insert(key.clone()) || ctx.txn.get(&key).await?.is_some() {
+                return Err(duplicate(table, &m.index, new));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Puts of a new row's entries in the indexes under construction.
+fn mutation_puts(table: &TableDesc, row: &[Datum], w: &mut Vec<Request>) -> Result<()> {
+    for m in &table.mutations {
+        let (k, v) = mutation_entry(table, m, row)?;
+        w.push(bini_txn::put(&k, &v));
+    }
+    Ok(())
 }
 
 fn row_value(table: &TableDesc, row: &[Datum]) -> Vec<u8> {
@@ -324,6 +403,7 @@ pub async fn insert(
     let mut written: Vec<Row> = Vec::new();
     let mut seen_pk: HashMap<Vec<u8>, usize> = HashMap::new();
     let mut seen_unique: HashSet<Vec<u8>> = HashSet::new();
+    let mut checks = MutationChecks::default();
     for (i, row) in rows.into_iter().enumerate() {
         let pk = &pks[i];
         let old = match seen_pk.get(pk) {
@@ -361,6 +441,7 @@ pub async fn insert(
                         new[col] = cast(value.eval(&both)?, &table.columns[col].ty)?;
                     }
                     check_row(ctx, &table, &new).await?;
+                    checks.check(ctx, &table, Some(&old), &new).await?;
                     update_writes(&table, &old, &new, &mut writes)?;
                     seen_pk.insert(pk.clone(), written.len());
                     written.push(new);
@@ -381,6 +462,7 @@ pub async fn insert(
                 });
             }
         }
+        checks.check(ctx, &table, None, &row).await?;
         writes.push(bini_txn::put(pk, &row_value(&table, &row)));
         for idx in &table.indexes {
             writes.push(bini_txn::put(
@@ -388,6 +470,7 @@ pub async fn insert(
                 &index_value(&table, &row),
             ));
         }
+        mutation_puts(&table, &row, &mut writes)?;
         seen_pk.insert(pk.clone(), written.len());
         written.push(row);
     }
@@ -448,6 +531,18 @@ fn update_writes(
         if ok != nk || old_pk != new_pk {
             w.push(bini_txn::delete(&ok));
             w.push(bini_txn::put(&nk, &index_value(table, new)));
+        }
+    }
+    for m in &table.mutations {
+        let ((ok, ov), (nk, nv)) = (
+            mutation_entry(table, m, old)?,
+            mutation_entry(table, m, new)?,
+        );
+        if ok != nk {
+            w.push(bini_txn::delete(&ok));
+        }
+        if ok != nk || ov != nv {
+            w.push(bini_txn::put(&nk, &nv));
         }
     }
     Ok(())
@@ -588,6 +683,10 @@ pub async fn update(ctx: &mut Context<'_>, u: &ast::Update) -> Result<DmlResult>
             }
         }
     }
+    let mut checks = MutationChecks::default();
+    for ((_, old), new) in rows.iter().zip(&updated) {
+        checks.check(ctx, &table, Some(old), new).await?;
+    }
     // Deletes of moved rows first, so a row moving onto another moved row's old key stays.
     let mut deletes = Vec::new();
     let mut puts = Vec::new();
@@ -640,36 +739,10 @@ pub async fn delete(ctx: &mut Context<'_>, d: &ast::Delete) -> Result<DmlResult>
         for idx in &table.indexes {
             writes.push(bini_txn::delete(&index_key(&table, idx, row)?));
         }
+        for m in &table.mutations {
+            writes.push(bini_txn::delete(&mutation_entry(&table, m, row)?.0));
+        }
     }
     let deleted: Vec<Row> = rows.into_iter().map(|(_, r)| r).collect();
     finish(ctx, &table, &alias, writes, deleted, &d.returning).await
-}
-
-/// Writes every existing row's entry into a new index (CREATE INDEX backfill), checking
-/// uniqueness.
-pub async fn backfill_index(
-    ctx: &mut Context<'_>,
-    table: &TableDesc,
-    idx: &IndexDesc,
-) -> Result<()> {
-    let rows = scan_table(ctx.txn, table, None, &None, None).await?;
-    let mut seen = HashSet::new();
-    let mut writes = Vec::new();
-    for (_, row) in rows {
-        let k = index_key(table, idx, &row)?;
-        if !seen.insert(k.clone()) {
-            return Err(Error::UniqueViolation {
-                constraint: idx.name.clone(),
-                detail: describe_key(table, &table.index_positions(idx), &row),
-            });
-        }
-        writes.push(bini_txn::put(&k, &index_value(table, &row)));
-        if writes.len() >= 1000 {
-            ctx.txn.write(std::mem::take(&mut writes)).await?;
-        }
-    }
-    if !writes.is_empty() {
-        ctx.txn.write(writes).await?;
-    }
-    Ok(())
 }

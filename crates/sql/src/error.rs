@@ -72,6 +72,12 @@ pub enum Error {
     /// Division by zero.
     #[error("division by zero")]
     DivisionByZero,
+    /// A table definition that cannot be (a second primary key).
+    #[error("{0}")]
+    InvalidTableDefinition(String),
+    /// An object busy with something else (a schema change in progress).
+    #[error("{0}")]
+    ObjectNotInPrerequisiteState(String),
     /// A bad argument (to a function, a setting, a clause).
     #[error("{0}")]
     InvalidParameterValue(String),

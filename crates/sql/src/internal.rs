@@ -7,10 +7,11 @@
 //! - `sessions`: this node's SQL sessions, with the statement each is running;
 //! - `statements`: this node's statements by text: runs, errors, mean and max latency.
 //!
-//! `pg_catalog.pg_database`, `pg_namespace`, `pg_class`, `pg_index` and `pg_am` hold what
-//! psql's listing commands read (`docs/psql-catalog-queries.md`); oids are descriptor ids.
+//! `pg_catalog.pg_database`, `pg_namespace`, `pg_class`, `pg_index`, `pg_indexes` and `pg_am`
+//! hold what psql's listing commands read (`docs/psql-catalog-queries.md`); oids are descriptor
+//! ids.
 
-use crate::catalog::{self, TableDesc};
+use crate::catalog::{self, IndexDesc, TableDesc};
 use crate::encoding::{table_span, TABLE_PREFIX};
 use crate::error::Result;
 use crate::plan::{Column, Row};
@@ -68,6 +69,7 @@ pub async fn table(
         (PG_CATALOG, "pg_namespace") => Ok(Some(pg_namespace())),
         (PG_CATALOG, "pg_class") => pg_class(ctx).await.map(Some),
         (PG_CATALOG, "pg_index") => pg_index(ctx).await.map(Some),
+        (PG_CATALOG, "pg_indexes") => pg_indexes(ctx).await.map(Some),
         (PG_CATALOG, "pg_am") => Ok(Some((
             vec![column("oid", Type::Int8), column("amname", Type::TEXT)],
             vec![vec![Datum::Int(2), Datum::String("heap".into())]],
@@ -281,7 +283,7 @@ async fn pg_class(ctx: &mut Context<'_>) -> Result<(Vec<Column>, Vec<Row>)> {
     };
     for t in catalog::tables(ctx.txn, db.id).await? {
         rows.push(class(t.id as i64, &t.name, "r", true));
-        for idx in &t.indexes {
+        for (idx, _) in indexes(&t) {
             rows.push(class(index_oid(t.id, idx.id), &idx.name, "i", false));
         }
     }
@@ -300,12 +302,64 @@ async fn pg_index(ctx: &mut Context<'_>) -> Result<(Vec<Column>, Vec<Row>)> {
         return Ok((columns, rows));
     };
     for t in catalog::tables(ctx.txn, db.id).await? {
-        for idx in &t.indexes {
+        for (idx, primary) in indexes(&t) {
             rows.push(vec![
                 Datum::Int(index_oid(t.id, idx.id)),
                 Datum::Int(t.id as i64),
                 Datum::Bool(idx.unique),
-                Datum::Bool(false),
+                Datum::Bool(primary),
+            ]);
+        }
+    }
+    Ok((columns, rows))
+}
+
+/// A table's indexes as Postgres lists them: the primary key's (unless it is the hidden row
+/// id), then the secondary ones; with whether each is the primary.
+fn indexes(t: &TableDesc) -> impl Iterator<Item = (&IndexDesc, bool)> {
+    let rowid = t.primary.columns.iter().any(|id| {
+        t.column_index_by_id(*id)
+            .is_some_and(|i| t.columns[i].hidden)
+    });
+    let primary = (!rowid).then_some((&t.primary, true));
+    primary
+        .into_iter()
+        .chain(t.indexes.iter().map(|i| (i, false)))
+}
+
+/// `pg_indexes`: one row per index, with the statement that would create it.
+async fn pg_indexes(ctx: &mut Context<'_>) -> Result<(Vec<Column>, Vec<Row>)> {
+    let columns = vec![
+        column("schemaname", Type::TEXT),
+        column("tablename", Type::TEXT),
+        column("indexname", Type::TEXT),
+        column("tablespace", Type::TEXT),
+        column("indexdef", Type::TEXT),
+    ];
+    let mut rows = Vec::new();
+    let Some(db) = catalog::database(ctx.txn, &ctx.database).await? else {
+        return Ok((columns, rows));
+    };
+    for t in catalog::tables(ctx.txn, db.id).await? {
+        for (idx, _) in indexes(&t) {
+            let cols: Vec<&str> = t
+                .index_positions(idx)
+                .into_iter()
+                .map(|i| t.columns[i].name.as_str())
+                .collect();
+            let def = format!(
+                "CREATE {}INDEX {} ON public.{} USING btree ({})",
+                if idx.unique { "UNIQUE " } else { "" },
+                idx.name,
+                t.name,
+                cols.join(", ")
+            );
+            rows.push(vec![
+                Datum::String("public".into()),
+                Datum::String(t.name.clone()),
+                Datum::String(idx.name.clone()),
+                Datum::Null,
+                Datum::String(def),
             ]);
         }
     }

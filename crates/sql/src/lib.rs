@@ -14,6 +14,8 @@
 //!    (`encoding.rs`) and flow through filters, joins, grouping, sorting.
 //! 6. DML (`dml.rs`) reads what it must check (uniqueness, rows to change) and sends all its
 //!    writes in one batch.
+//! 7. Schema changes that fill an index (`schema.rs`) commit the index as a mutation first,
+//!    then backfill it a page per transaction while the table takes writes.
 //!
 //! Errors are [`Error`] variants, one per SQLSTATE class; the pgwire gateway maps them.
 
@@ -29,6 +31,7 @@ mod parse;
 mod plan;
 mod planner;
 mod registry;
+mod schema;
 mod session;
 mod types;
 

@@ -112,7 +112,7 @@ pub enum Node {
     /// Rows of a table's primary index.
     Scan {
         /// The table.
-        table: TableDesc,
+        table: Box<TableDesc>,
         /// Only the rows this finds, if set.
         keys: Option<Lookup>,
         /// Rows failing it are dropped.

@@ -17,7 +17,9 @@ use sqlparser::ast;
 use bini_mvcc::Timestamp;
 use bini_txn::{Db, Txn};
 
-use crate::catalog::{self, CheckDesc, ColumnDesc, IndexDesc, TableDesc, DEFAULT_DATABASE};
+use crate::catalog::{
+    self, CheckDesc, ColumnDesc, IndexDesc, Mutation, TableDesc, DEFAULT_DATABASE,
+};
 use crate::copy::CopyIn;
 use crate::dml;
 use crate::error::{Error, Result};
@@ -27,6 +29,7 @@ use crate::planner::{
     ident, is_serial, must_table, name_parts, sql_type, table_name, Context, Params,
 };
 use crate::registry::{Registry, SessionInfo};
+use crate::schema;
 use crate::types::{Datum, Type};
 
 /// What Describe tells a client about a prepared statement.
@@ -96,6 +99,8 @@ pub struct Session {
     registry: Arc<Registry>,
     /// A `COPY … FROM STDIN` taking data.
     copy: Option<CopyIn>,
+    /// The table whose new index the statement just run left to fill (`schema.rs`).
+    backfill: Option<u32>,
     id: u64,
 }
 
@@ -131,6 +136,7 @@ impl Session {
         Session {
             registry,
             copy: None,
+            backfill: None,
             id,
             db,
             database,
@@ -402,7 +408,16 @@ impl Session {
                     "inside a transaction, AS OF SYSTEM TIME belongs on BEGIN".into(),
                 ))
             } else {
-                self.run(&mut txn, stmt, params, upsert).await
+                self.backfill = None;
+                match self.run(&mut txn, stmt, params, upsert).await {
+                    Ok(out) => match self.backfill.take() {
+                        Some(id) => schema::complete(schema::Mode::Within(&mut txn), id)
+                            .await
+                            .map(|_| out),
+                        None => Ok(out),
+                    },
+                    Err(e) => Err(e),
+                }
             };
             self.txn = Some(txn);
             return self.fail(r);
@@ -414,6 +429,7 @@ impl Session {
                 Some(wall) => self.db.begin_as_of(Timestamp { wall, logical: 0 }),
                 None => self.db.begin(),
             };
+            self.backfill = None;
             let r = match self.run(&mut txn, stmt, params, upsert).await {
                 Ok(out) => txn.commit().await.map(|_| out).map_err(Error::from),
                 Err(e) => {
@@ -425,6 +441,13 @@ impl Session {
                 Err(e) if e.is_retryable() && attempt < AUTO_RETRIES => {
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(2 << attempt.min(6))).await;
+                }
+                Ok(out) => {
+                    // The new index is committed as a mutation; fill it now, page by page.
+                    if let Some(id) = self.backfill.take() {
+                        schema::complete(schema::Mode::Own(&self.db), id).await?;
+                    }
+                    return Ok(out);
                 }
                 other => return other,
             }
@@ -700,7 +723,7 @@ impl Session {
                 Ok(Output::Command("CREATE TABLE".into()))
             }
             S::CreateIndex(ci) => {
-                self.create_index(ctx, ci).await?;
+                self.backfill = self.create_index(ctx, ci).await?;
                 Ok(Output::Command("CREATE INDEX".into()))
             }
             S::Drop {
@@ -710,7 +733,7 @@ impl Session {
                 ..
             } => self.drop(ctx, *object_type, *if_exists, names).await,
             S::AlterTable(at) => {
-                self.alter_table(ctx, at).await?;
+                self.backfill = self.alter_table(ctx, at).await?;
                 Ok(Output::Command("ALTER TABLE".into()))
             }
             S::ShowDatabases { .. } => {
@@ -802,6 +825,7 @@ impl Session {
             S::Truncate(t) => {
                 for target in &t.table_names {
                     let desc = must_table(ctx, &target.name).await?;
+                    schema::check_idle(&desc)?;
                     let (start, end) = desc.primary_span();
                     catalog::delete_span(ctx.txn, &start, &end).await?;
                     for idx in &desc.indexes {
@@ -869,7 +893,7 @@ impl Session {
                     }
                     ast::ColumnOption::PrimaryKey(_) => {
                         if pk.is_some() {
-                            return Err(Error::InvalidParameterValue(format!(
+                            return Err(Error::InvalidTableDefinition(format!(
                                 "multiple primary keys for table \"{name}\" are not allowed"
                             )));
                         }
@@ -893,26 +917,18 @@ impl Session {
             }
             columns.push(col);
         }
-        let index_cols = |cols: &[ast::IndexColumn]| -> Result<Vec<String>> {
-            cols.iter()
-                .map(|ic| match &ic.column.expr {
-                    ast::Expr::Identifier(i) => Ok(ident(i)),
-                    other => Err(Error::FeatureNotSupported(format!("index on {other}"))),
-                })
-                .collect()
-        };
         for c in &ct.constraints {
             match c {
                 ast::TableConstraint::PrimaryKey(p) => {
                     if pk.is_some() {
-                        return Err(Error::InvalidParameterValue(format!(
+                        return Err(Error::InvalidTableDefinition(format!(
                             "multiple primary keys for table \"{name}\" are not allowed"
                         )));
                     }
-                    pk = Some(index_cols(&p.columns)?);
+                    pk = Some(index_columns(&p.columns)?);
                 }
                 ast::TableConstraint::Unique(u) => {
-                    uniques.push((u.name.as_ref().map(ident), index_cols(&u.columns)?))
+                    uniques.push((u.name.as_ref().map(ident), index_columns(&u.columns)?))
                 }
                 ast::TableConstraint::Check(ch) => checks.push(CheckDesc {
                     name: ch
@@ -991,54 +1007,35 @@ impl Session {
             next_index_id: indexes.len() as u32 + 2,
             indexes,
             checks,
+            mutations: Vec::new(),
         };
         catalog::create_table(ctx.txn, &desc).await
     }
 
-    async fn create_index(&self, ctx: &mut Context<'_>, ci: &ast::CreateIndex) -> Result<()> {
+    /// CREATE INDEX: records the index as a mutation and returns the table, whose index
+    /// the caller fills (`schema.rs`).
+    async fn create_index(
+        &self,
+        ctx: &mut Context<'_>,
+        ci: &ast::CreateIndex,
+    ) -> Result<Option<u32>> {
         let mut table = must_table(ctx, &ci.table_name).await?;
-        let cols: Vec<String> = ci
-            .columns
-            .iter()
-            .map(|ic| match &ic.column.expr {
-                ast::Expr::Identifier(i) => Ok(ident(i)),
-                other => Err(Error::FeatureNotSupported(format!("index on {other}"))),
-            })
-            .collect::<Result<_>>()?;
+        schema::check_idle(&table)?;
+        let cols = index_columns(&ci.columns)?;
         let name = match &ci.name {
             Some(n) => name_parts(n).pop().unwrap_or_default(),
             None => format!("{}_{}_idx", table.name, cols.join("_")),
         };
-        if table.index(&name).is_some() {
+        if table.index(&name).is_some() || table.mutations.iter().any(|m| m.index.name == name) {
             if ci.if_not_exists {
-                return Ok(());
+                return Ok(None);
             }
             return Err(Error::DuplicateTable(name));
         }
-        let mut ids = Vec::new();
-        for c in &cols {
-            let i = table
-                .column_index(c)
-                .ok_or_else(|| Error::UndefinedColumn(c.clone()))?;
-            if !table.columns[i].ty.is_indexable() {
-                return Err(Error::FeatureNotSupported(format!(
-                    "column {c} of type {} cannot be indexed",
-                    table.columns[i].ty
-                )));
-            }
-            ids.push(table.columns[i].id);
-        }
-        let idx = IndexDesc {
-            id: table.next_index_id,
-            name,
-            unique: ci.unique,
-            columns: ids,
-        };
-        table.next_index_id += 1;
-        dml::backfill_index(ctx, &table, &idx).await?;
-        table.indexes.push(idx);
+        add_index(&mut table, name, ci.unique, &cols, false)?;
         let old = table.name.clone();
-        catalog::update_table(ctx.txn, &old, &mut table).await
+        catalog::update_table(ctx.txn, &old, &mut table).await?;
+        Ok(Some(table.id))
     }
 
     async fn drop(
@@ -1075,6 +1072,7 @@ impl Session {
                     let mut found = false;
                     for mut t in catalog::tables(ctx.txn, dbd.id).await? {
                         if let Some(pos) = t.indexes.iter().position(|i| i.name == name) {
+                            schema::check_idle(&t)?;
                             let idx = t.indexes.remove(pos);
                             let p = crate::encoding::index_prefix(t.id, idx.id);
                             catalog::delete_span(ctx.txn, &p, &crate::encoding::prefix_end(&p))
@@ -1102,15 +1100,71 @@ impl Session {
         )))
     }
 
-    async fn alter_table(&self, ctx: &mut Context<'_>, at: &ast::AlterTable) -> Result<()> {
+    /// ALTER TABLE; returns the table when it left an index to fill (ADD PRIMARY KEY, ADD
+    /// CONSTRAINT … UNIQUE).
+    async fn alter_table(
+        &self,
+        ctx: &mut Context<'_>,
+        at: &ast::AlterTable,
+    ) -> Result<Option<u32>> {
         let mut table = match must_table(ctx, &at.name).await {
             Ok(t) => t,
-            Err(Error::UndefinedTable(_)) if at.if_exists => return Ok(()),
+            Err(Error::UndefinedTable(_)) if at.if_exists => return Ok(None),
             Err(e) => return Err(e),
         };
+        schema::check_idle(&table)?;
         let old_name = table.name.clone();
         for op in &at.operations {
             match op {
+                ast::AlterTableOperation::AddConstraint {
+                    constraint: ast::TableConstraint::PrimaryKey(p),
+                    ..
+                } => {
+                    let rowid = table.primary.columns.len() == 1
+                        && table
+                            .column_index_by_id(table.primary.columns[0])
+                            .is_some_and(|i| table.columns[i].hidden);
+                    if !rowid || table.mutations.iter().any(|m| m.primary) {
+                        return Err(Error::InvalidTableDefinition(format!(
+                            "multiple primary keys for table \"{}\" are not allowed",
+                            table.name
+                        )));
+                    }
+                    let name = p
+                        .name
+                        .as_ref()
+                        .map(ident)
+                        .unwrap_or_else(|| format!("{}_pkey", table.name));
+                    let cols = index_columns(&p.columns)?;
+                    add_index(&mut table, name, true, &cols, true)?;
+                    // The secondary indexes are rebuilt beside it, keyed by the new primary key.
+                    for idx in table.indexes.clone() {
+                        let id = table.next_index_id;
+                        table.next_index_id += 1;
+                        table.mutations.push(Mutation {
+                            index: IndexDesc { id, ..idx },
+                            primary: false,
+                            made_not_null: Vec::new(),
+                        });
+                    }
+                }
+                ast::AlterTableOperation::AddConstraint {
+                    constraint: ast::TableConstraint::Unique(u),
+                    ..
+                } => {
+                    let cols = index_columns(&u.columns)?;
+                    let name = u
+                        .name
+                        .as_ref()
+                        .map(ident)
+                        .unwrap_or_else(|| format!("{}_{}_key", table.name, cols.join("_")));
+                    if table.index(&name).is_some()
+                        || table.mutations.iter().any(|m| m.index.name == name)
+                    {
+                        return Err(Error::DuplicateTable(name));
+                    }
+                    add_index(&mut table, name, true, &cols, false)?;
+                }
                 ast::AlterTableOperation::AddColumn {
                     column_def,
                     if_not_exists,
@@ -1236,8 +1290,66 @@ impl Session {
                 other => return Err(Error::FeatureNotSupported(format!("ALTER TABLE {other}"))),
             }
         }
-        catalog::update_table(ctx.txn, &old_name, &mut table).await
+        let backfill = (!table.mutations.is_empty()).then_some(table.id);
+        catalog::update_table(ctx.txn, &old_name, &mut table).await?;
+        Ok(backfill)
     }
+}
+
+/// The column names of an index definition (plain columns only).
+fn index_columns(cols: &[ast::IndexColumn]) -> Result<Vec<String>> {
+    cols.iter()
+        .map(|ic| match &ic.column.expr {
+            ast::Expr::Identifier(i) => Ok(ident(i)),
+            other => Err(Error::FeatureNotSupported(format!("index on {other}"))),
+        })
+        .collect()
+}
+
+/// Adds an index on `cols` to the table as a mutation (to be filled by `schema.rs`); a new
+/// primary key makes its columns NOT NULL.
+fn add_index(
+    table: &mut TableDesc,
+    name: String,
+    unique: bool,
+    cols: &[String],
+    primary: bool,
+) -> Result<()> {
+    let mut ids = Vec::new();
+    let mut made_not_null = Vec::new();
+    for c in cols {
+        let i = table
+            .column_index(c)
+            .ok_or_else(|| Error::UndefinedColumn(c.clone()))?;
+        let col = &mut table.columns[i];
+        if !col.ty.is_indexable() {
+            return Err(Error::FeatureNotSupported(format!(
+                "column {c} of type {} cannot be indexed",
+                col.ty
+            )));
+        }
+        if ids.contains(&col.id) {
+            return Err(Error::DuplicateColumn(c.clone()));
+        }
+        if primary && col.nullable {
+            col.nullable = false;
+            made_not_null.push(col.id);
+        }
+        ids.push(col.id);
+    }
+    let id = table.next_index_id;
+    table.next_index_id += 1;
+    table.mutations.push(Mutation {
+        index: IndexDesc {
+            id,
+            name,
+            unique,
+            columns: ids,
+        },
+        primary,
+        made_not_null,
+    });
+    Ok(())
 }
 
 fn dml_output(r: dml::DmlResult, verb: &'static str) -> Output {

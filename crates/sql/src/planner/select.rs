@@ -244,6 +244,12 @@ impl Context<'_> {
     /// Plans one FROM item.
     async fn plan_factor(&mut self, f: &ast::TableFactor) -> Result<Planned> {
         match f {
+            ast::TableFactor::Table {
+                name,
+                alias,
+                args: Some(args),
+                ..
+            } => self.table_function(name, alias.as_ref(), &args.args).await,
             ast::TableFactor::Table { name, alias, .. } => {
                 let parts = name_parts(name);
                 let alias_name = alias.as_ref().map(|a| ident(&a.name));
@@ -285,7 +291,7 @@ impl Context<'_> {
                     .collect();
                 Ok(Planned {
                     node: Node::Scan {
-                        table,
+                        table: Box::new(table),
                         keys: None,
                         filter: None,
                         limit: None,
@@ -776,6 +782,80 @@ impl Context<'_> {
         Ok(Planned { node, columns })
     }
 }
+
+impl Context<'_> {
+    /// A function in FROM: `generate_series(start, stop [, step])` over integers.
+    async fn table_function(
+        &mut self,
+        name: &ast::ObjectName,
+        alias: Option<&ast::TableAlias>,
+        args: &[ast::FunctionArg],
+    ) -> Result<Planned> {
+        let fname = name_parts(name).pop().unwrap_or_default();
+        if fname != "generate_series" {
+            return Err(Error::UndefinedFunction(format!("{fname}()")));
+        }
+        let mut values = Vec::new();
+        for a in args {
+            let ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(x)) = a else {
+                return Err(Error::FeatureNotSupported(format!("argument {a}")));
+            };
+            self.hint(x, &Type::Int8);
+            let e = self.bind(x, &Scope::default()).await?;
+            values.push(match crate::expr::cast(e.eval(&[])?, &Type::Int8)? {
+                Datum::Int(i) => Some(i),
+                _ => None,
+            });
+        }
+        let (start, stop, step) = match values.as_slice() {
+            [a, b] => (*a, *b, Some(1)),
+            [a, b, c] => (*a, *b, *c),
+            _ => {
+                return Err(Error::UndefinedFunction(format!(
+                    "generate_series() with {} arguments",
+                    values.len()
+                )))
+            }
+        };
+        let mut rows = Vec::new();
+        if let (Some(start), Some(stop), Some(step)) = (start, stop, step) {
+            if step == 0 {
+                return Err(Error::InvalidParameterValue(
+                    "step size cannot equal zero".into(),
+                ));
+            }
+            let count = (i128::from(stop) - i128::from(start)) / i128::from(step) + 1;
+            if count > MAX_SERIES as i128 {
+                return Err(Error::ProgramLimitExceeded(format!(
+                    "generate_series() of more than {MAX_SERIES} rows"
+                )));
+            }
+            let mut v = i128::from(start);
+            for _ in 0..count.max(0) {
+                rows.push(vec![Datum::Int(v as i64)]);
+                v += i128::from(step);
+            }
+        }
+        let table = alias
+            .map(|a| ident(&a.name))
+            .unwrap_or_else(|| fname.clone());
+        let column = alias
+            .and_then(|a| a.columns.first())
+            .map(|c| ident(&c.name))
+            .or_else(|| alias.map(|a| ident(&a.name)))
+            .unwrap_or(fname);
+        let columns = vec![Column {
+            name: column,
+            table: None,
+            ty: Type::Int8,
+            hidden: false,
+        }];
+        Ok(rows_named(table, columns, rows))
+    }
+}
+
+/// The most rows `generate_series` makes (they are built in memory).
+const MAX_SERIES: usize = 1_000_000;
 
 /// Rows computed before the query (a CTE's, a virtual table's) read as table `table`.
 fn rows_named(table: String, columns: Vec<Column>, rows: Vec<Vec<Datum>>) -> Planned {
