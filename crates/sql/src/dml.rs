@@ -601,7 +601,7 @@ fn single_table(t: &ast::TableWithJoins) -> Result<(&ast::ObjectName, Option<Str
     }
 }
 
-/// Rows of `table` matching `selection`, with their keys.
+/// Rows of `table` matching `selection`, with their keys, read to be changed (UPDATE, DELETE).
 async fn matching_rows(
     ctx: &mut Context<'_>,
     table: &TableDesc,
@@ -619,7 +619,11 @@ async fn matching_rows(
         Some(f) => crate::planner::lookup(table, f)?,
         None => None,
     };
-    scan_table(ctx.txn, table, keys.as_ref(), &filter, None).await
+    // The rows are read to be overwritten: locking reads (see `Txn::set_locking`).
+    ctx.txn.set_locking(true);
+    let rows = scan_table(ctx.txn, table, keys.as_ref(), &filter, None).await;
+    ctx.txn.set_locking(false);
+    rows
 }
 
 /// UPDATE.

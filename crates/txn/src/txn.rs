@@ -56,6 +56,8 @@ pub struct Txn {
     /// While a savepoint is open: every key written since the oldest one, with the value the
     /// transaction saw there just before (oldest first).
     undo: Option<UndoLog>,
+    /// Reads are locking reads ([`set_locking`](Self::set_locking)).
+    locking: bool,
 }
 
 /// Keys written under savepoints, each with the value the transaction saw before.
@@ -110,6 +112,7 @@ impl Txn {
             shared: Arc::default(),
             heartbeat: None,
             undo: None,
+            locking: false,
         }
     }
 
@@ -141,10 +144,27 @@ impl Txn {
         }
     }
 
+    /// Makes the reads that follow locking reads (until turned off): the reads of a statement
+    /// that will overwrite what it reads (UPDATE, DELETE). A locking read that meets another
+    /// transaction's intent waits for that transaction to finish, as a write would, instead of
+    /// reading below it; and it sees the newest committed value, moving the transaction's read
+    /// timestamp up to it (when the transaction's earlier reads still hold there). Without this,
+    /// two transactions updating one row both read the old value and the later one must
+    /// restart; with it, the later one waits and then reads the value it overwrites.
+    pub fn set_locking(&mut self, on: bool) {
+        self.locking = on;
+    }
+
     fn header(&self) -> BatchHeader {
+        // A locking read treats every newer version as uncertain: it moves up to read it.
+        let limit = if self.locking {
+            Timestamp::MAX
+        } else {
+            self.uncertainty_limit
+        };
         BatchHeader {
             timestamp: Some(self.read_ts.into()),
-            uncertainty_limit: Some(self.uncertainty_limit.into()),
+            uncertainty_limit: Some(limit.into()),
             txn: Some(self.meta.clone()),
             now: Some(self.db.clock().now().into()),
             one_phase: false,
@@ -214,8 +234,10 @@ impl Txn {
                 Ok(r) => return Ok(r),
                 Err(bini_kv::Error::WriteIntent { key, txn }) => {
                     let push_to = self.uncertainty_limit.max(self.read_ts);
+                    // A locking read waits for the writer to finish, as a write would.
+                    let waits = self.locking;
                     let pushed =
-                        conflict::resolve(&self.db, Some(&self.meta), &key, *txn, false, push_to)
+                        conflict::resolve(&self.db, Some(&self.meta), &key, *txn, waits, push_to)
                             .await;
                     if let Err(e) = pushed {
                         self.abandon().await;
