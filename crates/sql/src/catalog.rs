@@ -158,6 +158,14 @@ impl TableDesc {
         table_span(self.id)
     }
 
+    /// Whether the primary key is the hidden row id of a table created without one.
+    pub fn primary_is_rowid(&self) -> bool {
+        self.primary.columns.iter().any(|id| {
+            self.column_index_by_id(*id)
+                .is_some_and(|i| self.columns[i].hidden)
+        })
+    }
+
     /// Positions of the primary key columns that index entries carry: those of the primary
     /// index being built, if there is one, else the current primary's. Entries of
     /// secondary-index mutations use these; entries of `indexes` use the current primary's.

@@ -317,11 +317,7 @@ async fn pg_index(ctx: &mut Context<'_>) -> Result<(Vec<Column>, Vec<Row>)> {
 /// A table's indexes as Postgres lists them: the primary key's (unless it is the hidden row
 /// id), then the secondary ones; with whether each is the primary.
 fn indexes(t: &TableDesc) -> impl Iterator<Item = (&IndexDesc, bool)> {
-    let rowid = t.primary.columns.iter().any(|id| {
-        t.column_index_by_id(*id)
-            .is_some_and(|i| t.columns[i].hidden)
-    });
-    let primary = (!rowid).then_some((&t.primary, true));
+    let primary = (!t.primary_is_rowid()).then_some((&t.primary, true));
     primary
         .into_iter()
         .chain(t.indexes.iter().map(|i| (i, false)))

@@ -19,7 +19,6 @@
 //! refused with SQLSTATE 55000.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use bini_txn::{Db, Txn};
 
@@ -28,6 +27,7 @@ use crate::dml::{duplicate, mutation_entry};
 use crate::encoding::{index_prefix, prefix_end};
 use crate::error::{Error, Result};
 use crate::plan::decode_table_row;
+use crate::session::{retry_pause, settle};
 
 /// Rows per backfill transaction (and keys per clearing transaction).
 const PAGE: u64 = 1000;
@@ -86,17 +86,11 @@ async fn step(mode: &mut Mode<'_>, table_id: u32, s: Step<'_>) -> Result<Done> {
     let mut attempt = 0;
     loop {
         let mut txn = db.begin();
-        let r = match run_step(&mut txn, table_id, s).await {
-            Ok(v) => txn.commit().await.map(|_| v).map_err(Error::from),
-            Err(e) => {
-                let _ = txn.rollback().await;
-                Err(e)
-            }
-        };
-        match r {
+        let r = run_step(&mut txn, table_id, s).await;
+        match settle(&mut txn, r).await {
             Err(e) if e.is_retryable() && attempt < RETRIES => {
                 attempt += 1;
-                tokio::time::sleep(Duration::from_millis(2 << attempt.min(6))).await;
+                retry_pause(attempt).await;
             }
             other => return other,
         }

@@ -430,17 +430,11 @@ impl Session {
                 None => self.db.begin(),
             };
             self.backfill = None;
-            let r = match self.run(&mut txn, stmt, params, upsert).await {
-                Ok(out) => txn.commit().await.map(|_| out).map_err(Error::from),
-                Err(e) => {
-                    let _ = txn.rollback().await;
-                    Err(e)
-                }
-            };
-            match r {
+            let r = self.run(&mut txn, stmt, params, upsert).await;
+            match settle(&mut txn, r).await {
                 Err(e) if e.is_retryable() && attempt < AUTO_RETRIES => {
                     attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(2 << attempt.min(6))).await;
+                    retry_pause(attempt).await;
                 }
                 Ok(out) => {
                     // The new index is committed as a mutation; fill it now, page by page.
@@ -1120,11 +1114,7 @@ impl Session {
                     constraint: ast::TableConstraint::PrimaryKey(p),
                     ..
                 } => {
-                    let rowid = table.primary.columns.len() == 1
-                        && table
-                            .column_index_by_id(table.primary.columns[0])
-                            .is_some_and(|i| table.columns[i].hidden);
-                    if !rowid || table.mutations.iter().any(|m| m.primary) {
+                    if !table.primary_is_rowid() || table.mutations.iter().any(|m| m.primary) {
                         return Err(Error::InvalidTableDefinition(format!(
                             "multiple primary keys for table \"{}\" are not allowed",
                             table.name
@@ -1352,6 +1342,23 @@ fn add_index(
     Ok(())
 }
 
+/// Ends a transaction of its own after the work done in it: commits if `r` succeeded, else
+/// rolls back.
+pub(crate) async fn settle<T>(txn: &mut Txn, r: Result<T>) -> Result<T> {
+    match r {
+        Ok(v) => txn.commit().await.map(|_| v).map_err(Error::from),
+        Err(e) => {
+            let _ = txn.rollback().await;
+            Err(e)
+        }
+    }
+}
+
+/// Waits before retry number `attempt` of a transaction retried here (exponential, capped).
+pub(crate) async fn retry_pause(attempt: usize) {
+    tokio::time::sleep(Duration::from_millis(2 << attempt.min(6))).await;
+}
+
 fn dml_output(r: dml::DmlResult, verb: &'static str) -> Output {
     let tag_verb = if verb == "UPSERT" { "INSERT" } else { verb };
     match r.returning {
@@ -1410,11 +1417,7 @@ fn show_create(t: &TableDesc) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    if !t
-        .columns
-        .iter()
-        .any(|c| c.hidden && t.primary.columns.contains(&c.id))
-    {
+    if !t.primary_is_rowid() {
         parts.push(format!(
             "CONSTRAINT {} PRIMARY KEY ({})",
             t.primary.name,
