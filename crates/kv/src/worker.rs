@@ -38,6 +38,9 @@ pub(crate) struct Worker {
 /// Messages handled per round before the Ready pass, so a flood cannot starve persistence.
 const MAX_MESSAGES_PER_ROUND: usize = 4096;
 
+/// A Raft round (persist and apply) slower than this is logged.
+const SLOW_ROUND: Duration = Duration::from_millis(200);
+
 impl Worker {
     pub(crate) fn new(
         inner: Arc<Inner>,
@@ -508,6 +511,7 @@ impl Worker {
             readies.push((id, rd));
         }
         self.flush_outbox();
+        let started = Instant::now();
         if !persist.is_empty() {
             self.inner.engine.write(&persist, must_sync)?;
             if must_sync {
@@ -518,6 +522,7 @@ impl Worker {
             }
         }
 
+        let persisted_in = started.elapsed();
         let engine = self.inner.engine.clone();
         let mut ctx = ApplyContext {
             engine: engine.as_ref(),
@@ -544,6 +549,16 @@ impl Worker {
             effects.extend(fx.into_iter().map(|e| (id, e)));
         }
         self.flush_outbox();
+        let round = started.elapsed();
+        if round > SLOW_ROUND {
+            // Longer than a few ticks: heartbeats wait, and followers may start elections.
+            tracing::warn!(
+                persist_ms = persisted_in.as_millis() as u64,
+                total_ms = round.as_millis() as u64,
+                sync = must_sync,
+                "slow Raft round on the store thread"
+            );
+        }
 
         let mut created = Vec::new();
         let mut removed = Vec::new();
