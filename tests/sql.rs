@@ -276,6 +276,14 @@ async fn explain_shows_spans_and_show_ranges_lists_a_tables_ranges() {
         );
         assert_ne!(start, end, "{r:?}");
     }
+    let err = db
+        .simple_query("show ranges from table nope")
+        .await
+        .expect_err("ranges of a missing table");
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE)
+    );
     // Sessions and statements of the node: this connection, running the query that asks.
     db.batch_execute("set application_name = 'spans-test'")
         .await

@@ -125,21 +125,24 @@ fn show_ranges(tokens: &[Token], i: usize) -> Result<Option<(String, usize)>> {
         }
     }
     let quote = |s: &str| format!("'{}'", s.replace('\'', "''"));
-    let (db, table) = match parts.as_slice() {
-        [t] => ("current_database()".to_string(), quote(t)),
-        [d, s, t] if s == "public" => (quote(d), quote(t)),
-        [s, t] if s == "public" => ("current_database()".to_string(), quote(t)),
-        [d, t] => (quote(d), quote(t)),
+    let ident = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    let (db, table, target) = match parts.as_slice() {
+        [t] => ("current_database()".to_string(), quote(t), ident(t)),
+        [d, s, t] if s == "public" => (quote(d), quote(t), format!("{}.{}", ident(d), ident(t))),
+        [s, t] if s == "public" => ("current_database()".to_string(), quote(t), ident(t)),
+        [d, t] => (quote(d), quote(t), format!("{}.{}", ident(d), ident(t))),
         _ => {
             return Err(Error::Syntax(
                 "SHOW RANGES FROM TABLE needs a table name".into(),
             ))
         }
     };
+    // The NOT EXISTS reads nothing; naming the table makes a missing one fail with 42P01.
     Ok(Some((
         format!(
             "SELECT start_key, end_key, range_id, replicas, lease_holder \
-             FROM bini_internal.ranges WHERE database_name = {db} AND table_name = {table}"
+             FROM bini_internal.ranges WHERE database_name = {db} AND table_name = {table} \
+             AND NOT EXISTS (SELECT 1 FROM {target} LIMIT 0)"
         ),
         end,
     )))

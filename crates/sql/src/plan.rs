@@ -243,6 +243,9 @@ pub async fn scan_table(
     limit: Option<usize>,
 ) -> Result<Vec<(Vec<u8>, Row)>> {
     let mut out = Vec::new();
+    if limit == Some(0) {
+        return Ok(out);
+    }
     let keys = match keys {
         Some(Lookup::Primary(keys)) => Some(keys.clone()),
         Some(Lookup::Index { prefixes, .. }) => Some(index_lookup(txn, table, prefixes).await?),

@@ -473,19 +473,35 @@ impl Session {
         );
         let mut columns = Vec::new();
         if bind || shows {
-            // Planned in a transaction of its own that reads nothing it keeps.
-            let mut txn = self.db.begin();
-            let r = if bind {
-                let mut ctx = self.context(&mut txn, params.clone(), true);
-                let r = self.run_in(&mut ctx, stmt, upsert).await;
-                params = ctx.params;
-                r
-            } else {
-                self.run(&mut txn, stmt, &params, false).await
-            };
-            let _ = txn.rollback().await;
-            if let Output::Rows { columns: c, .. } = r? {
-                columns = c;
+            let mut attempt = 0;
+            loop {
+                // Planned in a transaction of its own that reads nothing it keeps (retried, as
+                // autocommit statements are: a concurrent schema change may conflict with it).
+                let mut txn = self.db.begin();
+                let (r, p) = if bind {
+                    let mut ctx = self.context(&mut txn, params.clone(), true);
+                    let r = self.run_in(&mut ctx, stmt, upsert).await;
+                    (r, ctx.params)
+                } else {
+                    (
+                        self.run(&mut txn, stmt, &params, false).await,
+                        params.clone(),
+                    )
+                };
+                let _ = txn.rollback().await;
+                match r {
+                    Err(e) if e.is_retryable() && attempt < AUTO_RETRIES => {
+                        attempt += 1;
+                        retry_pause(attempt).await;
+                    }
+                    r => {
+                        params = p;
+                        if let Output::Rows { columns: c, .. } = r? {
+                            columns = c;
+                        }
+                        break;
+                    }
+                }
             }
         }
         let param_types = params
