@@ -60,6 +60,9 @@ pub struct Txn {
     locking: bool,
 }
 
+/// How many times a read or an intent write that timed out (outcome unknown) is sent again.
+const AMBIGUOUS_RETRIES: usize = 3;
+
 /// Keys written under savepoints, each with the value the transaction saw before.
 type UndoLog = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 
@@ -228,6 +231,7 @@ impl Txn {
 
     async fn read(&mut self, reqs: Vec<Request>) -> Result<Vec<Response>> {
         self.check_open()?;
+        let mut ambiguous = 0;
         loop {
             let header = self.header();
             match self.db.sender().send_with(&header, reqs.clone()).await {
@@ -248,6 +252,12 @@ impl Txn {
                     // A write that may precede us in real time: read above it, if what we read
                     // so far is still valid there.
                     self.refresh_to(ts).await?;
+                }
+                // A read changes nothing: one that timed out (its range lost its leader) can
+                // simply go again.
+                Err(bini_kv::Error::Timeout(why)) if ambiguous < AMBIGUOUS_RETRIES => {
+                    ambiguous += 1;
+                    tracing::debug!(reason = %why, "retrying a read that timed out");
                 }
                 Err(e) => return Err(self.fail(e).await),
             }
@@ -343,10 +353,19 @@ impl Txn {
     }
 
     async fn send_writes(&mut self, reqs: Vec<Request>) -> Result<Vec<Response>> {
+        let mut ambiguous = 0;
         loop {
             let header = self.header();
             match self.db.sender().send_with(&header, reqs.clone()).await {
                 Ok(r) => return Ok(r),
+                // The range lost its leader (or the proposal timed out) with the writes in
+                // flight: they may or may not have applied. Intents (and the record's
+                // BeginTxn) are idempotent for this transaction, so sending them again is
+                // safe; only a commit's outcome must reach the client as unknown.
+                Err(bini_kv::Error::Timeout(why)) if ambiguous < AMBIGUOUS_RETRIES => {
+                    ambiguous += 1;
+                    tracing::debug!(reason = %why, "resending writes of unknown outcome");
+                }
                 Err(bini_kv::Error::WriteIntent { key, txn }) => {
                     let waited = conflict::resolve(
                         &self.db,
