@@ -15,7 +15,7 @@ use crate::catalog::{IndexDesc, Mutation, TableDesc};
 use crate::encoding::{encode_datums, encode_key_datum, encode_row, index_prefix};
 use crate::error::{Error, Result};
 use crate::expr::{cast, Expr};
-use crate::plan::{execute, primary_key, scan_table, Column, Row};
+use crate::plan::{execute, primary_key, row_key, scan_table, Column, Row};
 use crate::planner::{coerce_to, ident, must_table, name_parts, type_of, Context, Scope};
 use crate::types::Datum;
 
@@ -67,11 +67,7 @@ pub(crate) fn mutation_entry(
     row: &[Datum],
 ) -> Result<(Vec<u8>, Vec<u8>)> {
     if m.primary {
-        let mut key = index_prefix(table.id, m.index.id);
-        for i in table.index_positions(&m.index) {
-            encode_key_datum(&row[i], &mut key)?;
-        }
-        Ok((key, row_value(table, row)))
+        Ok((row_key(table, &m.index, row)?, row_value(table, row)))
     } else {
         let pk = table.future_primary_positions();
         Ok((entry_key(table, &m.index, &pk, row)?, entry_value(&pk, row)))
@@ -83,7 +79,8 @@ fn mutation_unique(m: &Mutation) -> bool {
     m.primary || m.index.unique
 }
 
-/// The error for a second row with the same key in a (mutation) index.
+/// The error for a second row with the same key in a unique index (primary, secondary or
+/// under construction).
 pub(crate) fn duplicate(table: &TableDesc, index: &IndexDesc, row: &[Datum]) -> Error {
     Error::UniqueViolation {
         constraint: index.name.clone(),
@@ -415,12 +412,7 @@ pub async fn insert(
         };
         if let Some(old) = old {
             match &on_conflict {
-                OnConflict::Error => {
-                    return Err(Error::UniqueViolation {
-                        constraint: table.primary.name.clone(),
-                        detail: describe_key(&table, &table.primary_positions(), &row),
-                    })
-                }
+                OnConflict::Error => return Err(duplicate(&table, &table.primary, &row)),
                 OnConflict::Nothing => continue,
                 OnConflict::Update(assignments, selection) => {
                     if seen_pk.contains_key(pk) {
@@ -456,10 +448,7 @@ pub async fn insert(
                 if matches!(on_conflict, OnConflict::Nothing) {
                     continue;
                 }
-                return Err(Error::UniqueViolation {
-                    constraint: idx.name.clone(),
-                    detail: describe_key(&table, &table.index_positions(idx), &row),
-                });
+                return Err(duplicate(&table, idx, &row));
             }
         }
         checks.check(ctx, &table, None, &row).await?;
@@ -651,10 +640,7 @@ pub async fn update(ctx: &mut Context<'_>, u: &ast::Update) -> Result<DmlResult>
         check_row(ctx, &table, &new).await?;
         if !new_pks.insert(primary_key(&table, &new)?) {
             // Two updated rows would share a primary key.
-            return Err(Error::UniqueViolation {
-                constraint: table.primary.name.clone(),
-                detail: describe_key(&table, &table.primary_positions(), &new),
-            });
+            return Err(duplicate(&table, &table.primary, &new));
         }
         updated.push(new);
     }
@@ -663,10 +649,7 @@ pub async fn update(ctx: &mut Context<'_>, u: &ast::Update) -> Result<DmlResult>
     for new in &updated {
         let pk = primary_key(&table, new)?;
         if !old_pks.contains(&pk) && ctx.txn.get(&pk).await?.is_some() {
-            return Err(Error::UniqueViolation {
-                constraint: table.primary.name.clone(),
-                detail: describe_key(&table, &table.primary_positions(), new),
-            });
+            return Err(duplicate(&table, &table.primary, new));
         }
     }
     for idx in table.indexes.iter().filter(|i| i.unique) {
@@ -680,10 +663,7 @@ pub async fn update(ctx: &mut Context<'_>, u: &ast::Update) -> Result<DmlResult>
             if !seen.insert(k.clone())
                 || (!old_keys.contains(&k) && ctx.txn.get(&k).await?.is_some())
             {
-                return Err(Error::UniqueViolation {
-                    constraint: idx.name.clone(),
-                    detail: describe_key(&table, &table.index_positions(idx), new),
-                });
+                return Err(duplicate(&table, idx, new));
             }
         }
     }

@@ -52,6 +52,14 @@ fn column(name: &str, ty: Type) -> Column {
     }
 }
 
+/// The tables of the session's current database (none if it was dropped).
+async fn current_tables(ctx: &mut Context<'_>) -> Result<Vec<TableDesc>> {
+    match catalog::database(ctx.txn, &ctx.database).await? {
+        Some(db) => catalog::tables(ctx.txn, db.id).await,
+        None => Ok(Vec::new()),
+    }
+}
+
 /// The columns and rows of the virtual table `schema.name`, or `None` if there is none.
 pub async fn table(
     ctx: &mut Context<'_>,
@@ -137,10 +145,7 @@ async fn information_schema(ctx: &mut Context<'_>, name: &str) -> Result<(Vec<Co
             .collect();
         return Ok((columns, rows));
     }
-    let tables = match catalog::database(ctx.txn, &ctx.database).await? {
-        Some(db) => catalog::tables(ctx.txn, db.id).await?,
-        None => Vec::new(),
-    };
+    let tables = current_tables(ctx).await?;
     if name == "tables" {
         let columns = vec![
             column("table_catalog", Type::TEXT),
@@ -278,10 +283,7 @@ async fn pg_class(ctx: &mut Context<'_>) -> Result<(Vec<Column>, Vec<Row>)> {
             Datum::Bool(has_index),
         ]
     };
-    let Some(db) = catalog::database(ctx.txn, &ctx.database).await? else {
-        return Ok((columns, rows));
-    };
-    for t in catalog::tables(ctx.txn, db.id).await? {
+    for t in current_tables(ctx).await? {
         rows.push(class(t.id as i64, &t.name, "r", true));
         for (idx, _) in indexes(&t) {
             rows.push(class(index_oid(t.id, idx.id), &idx.name, "i", false));
@@ -298,10 +300,7 @@ async fn pg_index(ctx: &mut Context<'_>) -> Result<(Vec<Column>, Vec<Row>)> {
         column("indisprimary", Type::Bool),
     ];
     let mut rows = Vec::new();
-    let Some(db) = catalog::database(ctx.txn, &ctx.database).await? else {
-        return Ok((columns, rows));
-    };
-    for t in catalog::tables(ctx.txn, db.id).await? {
+    for t in current_tables(ctx).await? {
         for (idx, primary) in indexes(&t) {
             rows.push(vec![
                 Datum::Int(index_oid(t.id, idx.id)),
@@ -333,10 +332,7 @@ async fn pg_indexes(ctx: &mut Context<'_>) -> Result<(Vec<Column>, Vec<Row>)> {
         column("indexdef", Type::TEXT),
     ];
     let mut rows = Vec::new();
-    let Some(db) = catalog::database(ctx.txn, &ctx.database).await? else {
-        return Ok((columns, rows));
-    };
-    for t in catalog::tables(ctx.txn, db.id).await? {
+    for t in current_tables(ctx).await? {
         for (idx, _) in indexes(&t) {
             let cols: Vec<&str> = t
                 .index_positions(idx)

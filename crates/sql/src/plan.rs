@@ -15,7 +15,7 @@ use std::pin::Pin;
 
 use bini_txn::Txn;
 
-use crate::catalog::TableDesc;
+use crate::catalog::{IndexDesc, TableDesc};
 use crate::encoding::{decode_row, encode_key_datum};
 use crate::error::{Error, Result};
 use crate::expr::Expr;
@@ -220,8 +220,14 @@ pub fn decode_table_row(table: &TableDesc, value: &[u8]) -> Result<Row> {
 
 /// The encoded primary key of a row.
 pub fn primary_key(table: &TableDesc, row: &[Datum]) -> Result<Vec<u8>> {
-    let mut key = crate::encoding::index_prefix(table.id, table.primary.id);
-    for i in table.primary_positions() {
+    row_key(table, &table.primary, row)
+}
+
+/// The key of a row in an index that holds whole rows under its columns (the primary index,
+/// or a new primary index being built).
+pub fn row_key(table: &TableDesc, index: &IndexDesc, row: &[Datum]) -> Result<Vec<u8>> {
+    let mut key = crate::encoding::index_prefix(table.id, index.id);
+    for i in table.index_positions(index) {
         encode_key_datum(&row[i], &mut key)?;
     }
     Ok(key)

@@ -409,14 +409,12 @@ impl Session {
                 ))
             } else {
                 self.backfill = None;
-                match self.run(&mut txn, stmt, params, upsert).await {
-                    Ok(out) => match self.backfill.take() {
-                        Some(id) => schema::complete(schema::Mode::Within(&mut txn), id)
-                            .await
-                            .map(|_| out),
-                        None => Ok(out),
-                    },
-                    Err(e) => Err(e),
+                let r = self.run(&mut txn, stmt, params, upsert).await;
+                match (r, self.backfill.take()) {
+                    (Ok(out), Some(id)) => schema::complete(schema::Mode::Within(&mut txn), id)
+                        .await
+                        .map(|_| out),
+                    (r, _) => r,
                 }
             };
             self.txn = Some(txn);
