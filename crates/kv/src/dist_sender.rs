@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use bini_proto::node_client::NodeClient;
 use bini_proto::{
     request, BatchHeader, NodeInfo, RangeBatchRequest, RangeDescriptor, ReplicaKind, Request,
-    Response, ScanRequest,
+    ResolveIntentRequest, Response, ScanRequest,
 };
 use parking_lot::RwLock;
 use prost::Message as _;
@@ -458,9 +458,11 @@ impl DistSender {
         let mut out: Vec<Option<Response>> = vec![None; requests.len()];
         let mut pending = Vec::new();
         let mut scans = Vec::new();
+        let mut spans = Vec::new();
         for (i, r) in requests.iter().enumerate() {
             match &r.kind {
                 Some(request::Kind::Scan(_)) => scans.push(i),
+                Some(request::Kind::ResolveIntent(r)) if !r.end_key.is_empty() => spans.push(i),
                 Some(request::Kind::PutDescriptor(_)) => pending.push(i),
                 Some(_) => {
                     let key = request_key(r).unwrap_or_default();
@@ -496,7 +498,7 @@ impl DistSender {
                     }
                 }
             }
-            if header.one_phase && (groups.len() > 1 || !scans.is_empty()) {
+            if header.one_phase && (groups.len() > 1 || !scans.is_empty() || !spans.is_empty()) {
                 return Err(Error::SpansRanges);
             }
             let futs = groups.into_iter().map(|(key, idx)| {
@@ -536,7 +538,67 @@ impl DistSender {
             };
             out[i] = Some(self.scan(header, s.clone()).await?);
         }
+        for i in spans {
+            let Some(request::Kind::ResolveIntent(r)) = &requests[i].kind else {
+                unreachable!("filtered above")
+            };
+            out[i] = Some(self.resolve_span(header, r.clone()).await?);
+        }
         Ok(out.into_iter().map(Option::unwrap_or_default).collect())
+    }
+
+    /// Resolves a transaction's intents over a span: range by range, and within a range
+    /// command by command (each resolves a bounded number and says where to resume).
+    async fn resolve_span(
+        &self,
+        header: &BatchHeader,
+        r: ResolveIntentRequest,
+    ) -> Result<Response> {
+        let end = r.end_key.clone();
+        if !keys::is_user_addressable(&r.key) || end.as_slice() > keys::KEY_MAX || r.key >= end {
+            return Err(Error::InvalidRequest(
+                "intent span outside the addressable keyspace".into(),
+            ));
+        }
+        let mut start = r.key.clone();
+        let mut succeeded = false;
+        while start < end {
+            let cached = self.range_for(&start).await?;
+            let range_end = std::cmp::min(cached.desc.end_key.clone(), end.clone());
+            let req = Request {
+                kind: Some(request::Kind::ResolveIntent(ResolveIntentRequest {
+                    key: start.clone(),
+                    end_key: range_end.clone(),
+                    ..r.clone()
+                })),
+            };
+            let resp = match self
+                .send_to_range_with_retry(&start, header, vec![req], false)
+                .await
+            {
+                Ok(mut r) => r.pop().unwrap_or_default(),
+                Err(Error::KeyOutOfRange { .. }) => {
+                    self.cache.evict(&cached.desc);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            succeeded |= resp.succeeded;
+            start = if resp.resume_key.is_empty() {
+                range_end
+            } else {
+                resp.resume_key
+            };
+        }
+        Ok(Response {
+            succeeded,
+            ..Default::default()
+        })
+    }
+
+    /// The id of the cached range holding `key`, if the cache knows it (no lookup).
+    pub fn cached_range_id(&self, key: &[u8]) -> Option<u64> {
+        self.cache.lookup(key).map(|c| c.desc.range_id)
     }
 
     async fn scan(&self, header: &BatchHeader, s: ScanRequest) -> Result<Response> {

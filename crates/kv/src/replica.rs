@@ -31,12 +31,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bini_mvcc::{
-    mvcc_gc_key, mvcc_get_with, mvcc_resolve, mvcc_write, read_record, txn_ts, write_record,
-    ReadOptions, Timestamp,
+    mvcc_gc_key, mvcc_get_with, mvcc_resolve, mvcc_resolve_span, mvcc_write, read_record, txn_ts,
+    write_record, ReadOptions, Timestamp,
 };
 use bini_proto::{
-    request, AppliedState, BatchHeader, PushKind, RaftCommand, RangeDescriptor, ReplicaKind,
-    Request, Response, TxnMeta, TxnRecord, TxnStatus,
+    request, AppliedState, BatchHeader, KeySpan, PushKind, RaftCommand, RangeDescriptor,
+    ReplicaKind, Request, Response, TxnMeta, TxnRecord, TxnStatus,
 };
 use bini_storage::Reader;
 use bini_storage::{Cf, Engine, WriteBatch};
@@ -667,11 +667,15 @@ impl Replica {
         if key >= self.desc.start_key.as_slice() && key < self.desc.end_key.as_slice() {
             Ok(())
         } else {
-            Err(Error::KeyOutOfRange {
-                range: self.range_id,
-                key: keys::pretty(key),
-                descriptor: Some(self.desc.clone()),
-            })
+            Err(self.out_of_range(key))
+        }
+    }
+
+    fn out_of_range(&self, key: &[u8]) -> Error {
+        Error::KeyOutOfRange {
+            range: self.range_id,
+            key: keys::pretty(key),
+            descriptor: Some(self.desc.clone()),
         }
     }
 
@@ -767,7 +771,7 @@ impl Replica {
                         meta: Some(meta),
                         status: TxnStatus::Pending as i32,
                         heartbeat: Some(now.into()),
-                        intents: Vec::new(),
+                        ..Default::default()
                     },
                 };
                 write_record(ops, &record);
@@ -784,15 +788,18 @@ impl Replica {
                     });
                 if record.status == TxnStatus::Pending as i32 {
                     record.heartbeat = Some(now.into());
-                    record.intents = h.intents;
+                    if !h.intents_unchanged {
+                        record.intents = h.intents;
+                        record.intent_spans = h.intent_spans;
+                    }
                     write_record(ops, &record);
                 }
                 resp.record = Some(record);
             }
             Some(request::Kind::EndTxn(e)) => {
                 let meta = e.txn.unwrap_or_default();
-                resp.record =
-                    Some(self.end_txn(reader, ops, meta, e.commit, e.intents, ts, header)?);
+                let intents = (e.intents, e.intent_spans);
+                resp.record = Some(self.end_txn(reader, ops, meta, e.commit, intents, ts, header)?);
             }
             Some(request::Kind::PushTxn(p)) => {
                 let (kind, force) = (p.kind(), p.force);
@@ -802,6 +809,17 @@ impl Replica {
                 let (record, succeeded) = push_txn(reader, ops, pushee, push_to, kind, force, now)?;
                 resp.record = Some(record);
                 resp.succeeded = succeeded;
+            }
+            Some(request::Kind::ResolveIntent(r)) if !r.end_key.is_empty() => {
+                self.check_key(&r.key)?;
+                if r.end_key.as_slice() > self.desc.end_key.as_slice() {
+                    return Err(self.out_of_range(&r.end_key));
+                }
+                let at = r.commit_ts.map(Timestamp::from).unwrap_or_default();
+                let (n, resume) =
+                    mvcc_resolve_span(reader, ops, &r.key, &r.end_key, &r.txn_id, r.status(), at)?;
+                resp.succeeded = n > 0;
+                resp.resume_key = resume.unwrap_or_default();
             }
             Some(request::Kind::ResolveIntent(r)) => {
                 self.check_key(&r.key)?;
@@ -831,7 +849,8 @@ impl Replica {
     }
 
     /// Commits or aborts a transaction: finalizes its record (a one-phase commit has none) and
-    /// resolves the intents that live in this range.
+    /// resolves the listed intent keys that live in this range. Intent spans, and keys in other
+    /// ranges, stay in the record for the coordinator (or whoever finds them) to resolve.
     #[allow(clippy::too_many_arguments)]
     fn end_txn(
         &self,
@@ -839,7 +858,7 @@ impl Replica {
         ops: &mut Ops,
         meta: TxnMeta,
         commit: bool,
-        intents: Vec<Vec<u8>>,
+        (intents, intent_spans): (Vec<Vec<u8>>, Vec<KeySpan>),
         now: Timestamp,
         header: &BatchHeader,
     ) -> Result<TxnRecord> {
@@ -897,6 +916,7 @@ impl Replica {
             status: status as i32,
             heartbeat: Some(now.into()),
             intents: remote,
+            intent_spans,
         };
         write_record(ops, &record);
         Ok(record)
@@ -982,7 +1002,7 @@ fn push_txn(
             heartbeat: pushee.start_ts,
             meta: Some(pushee),
             status: TxnStatus::Pending as i32,
-            intents: Vec::new(),
+            ..Default::default()
         },
     };
     let heartbeat = record.heartbeat.map(Timestamp::from).unwrap_or_default();

@@ -6,7 +6,8 @@
 //!   transaction `T` (a one-letter name; its anchor is the key). Output: the timestamp written.
 //! - `get KEY WALL [txn=T] [limit=WALL]`, `scan START END WALL [txn=T] [limit=WALL]`: reads at
 //!   WALL, as transaction T, with an uncertainty limit (an empty END is unbounded).
-//! - `resolve KEY T commit|abort|push WALL`.
+//! - `resolve KEY T commit|abort|push WALL`; `resolve-span START END T commit|abort|push WALL`
+//!   resolves T's intents in [START, END) (an empty END is unbounded).
 //! - `changed START END FROM TO [txn=T]`: the first change a refresh would find.
 //! - `gc START END WALL`: removes what no read at or above WALL can see.
 //! - `dump`: every engine entry, decoded.
@@ -20,7 +21,7 @@ use prost::Message as _;
 
 use crate::{
     decode_key, mvcc_changed_between, mvcc_gc_candidates, mvcc_gc_key, mvcc_resolve,
-    mvcc_scan_with, mvcc_write, ReadOptions, Slot, Timestamp, Value,
+    mvcc_resolve_span, mvcc_scan_with, mvcc_write, ReadOptions, Slot, Timestamp, Value,
 };
 
 struct MvccRunner {
@@ -47,6 +48,15 @@ fn at(t: Timestamp) -> String {
     } else {
         format!("{}.{}", t.wall, t.logical)
     }
+}
+
+fn resolution(how: &str) -> Result<TxnStatus, Box<dyn Error>> {
+    Ok(match how {
+        "commit" => TxnStatus::Committed,
+        "abort" => TxnStatus::Aborted,
+        "push" => TxnStatus::Pending,
+        other => return Err(format!("unknown resolution {other}").into()),
+    })
 }
 
 fn lossy(b: &[u8]) -> String {
@@ -154,23 +164,36 @@ impl goldenscript::Runner for MvccRunner {
             }
             "resolve" => {
                 let (k, t, how, when) = (pos()?, pos()?, pos()?, ts(&pos()?)?);
-                let status = match how.as_str() {
-                    "commit" => TxnStatus::Committed,
-                    "abort" => TxnStatus::Aborted,
-                    "push" => TxnStatus::Pending,
-                    other => return Err(format!("unknown resolution {other}").into()),
-                };
                 let mut b = WriteBatch::new();
                 let done = mvcc_resolve(
                     &self.engine,
                     &mut b,
                     k.as_bytes(),
                     t.as_bytes(),
-                    status,
+                    resolution(&how)?,
                     when,
                 )?;
                 self.engine.write(&b, false)?;
                 writeln!(out, "resolved: {done}")?;
+            }
+            "resolve-span" => {
+                let (start, end) = (pos()?, pos()?);
+                let (t, how, when) = (pos()?, pos()?, ts(&pos()?)?);
+                let mut b = WriteBatch::new();
+                let (n, resume) = mvcc_resolve_span(
+                    &self.engine,
+                    &mut b,
+                    start.as_bytes(),
+                    end.as_bytes(),
+                    t.as_bytes(),
+                    resolution(&how)?,
+                    when,
+                )?;
+                self.engine.write(&b, false)?;
+                writeln!(out, "resolved {n}")?;
+                if let Some(k) = resume {
+                    writeln!(out, "resume at {}", lossy(&k))?;
+                }
             }
             "changed" => {
                 let (start, end) = (pos()?, pos()?);
@@ -265,4 +288,61 @@ fn gc() -> std::io::Result<()> {
         },
         "src/testscripts/gc",
     )
+}
+
+/// A ranged resolution over more intents than one command may resolve stops at the bound and
+/// says where to resume; resuming there finishes the job.
+#[test]
+fn resolve_span_resumes() -> Result<(), Box<dyn Error>> {
+    let engine = MemEngine::new();
+    let n = crate::RESOLVE_SPAN_MAX_INTENTS + 500;
+    let key = |i: usize| format!("k{i:05}").into_bytes();
+    let meta = txn("T", &key(0), Timestamp::new(10, 0));
+    let mut b = WriteBatch::new();
+    for i in 0..n {
+        mvcc_write(
+            &engine,
+            &mut b,
+            &key(i),
+            Some(b"v"),
+            meta_ts(&meta),
+            Some(&meta),
+            false,
+        )?;
+    }
+    engine.write(&b, false)?;
+    let mut start = key(0);
+    let mut rounds = Vec::new();
+    loop {
+        let mut b = WriteBatch::new();
+        let (done, resume) = mvcc_resolve_span(
+            &engine,
+            &mut b,
+            &start,
+            b"l",
+            b"T",
+            TxnStatus::Committed,
+            Timestamp::new(20, 0),
+        )?;
+        engine.write(&b, false)?;
+        rounds.push(done);
+        match resume {
+            Some(k) => start = k,
+            None => break,
+        }
+    }
+    assert_eq!(rounds, vec![crate::RESOLVE_SPAN_MAX_INTENTS, 500]);
+    let rows = mvcc_scan_with(
+        &engine,
+        b"k",
+        b"l",
+        &ReadOptions::at(Timestamp::new(20, 0)),
+        usize::MAX,
+    )?;
+    assert_eq!(rows.len(), n, "every intent committed and readable");
+    Ok(())
+}
+
+fn meta_ts(meta: &TxnMeta) -> Timestamp {
+    crate::txn_ts(meta)
 }

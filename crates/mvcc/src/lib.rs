@@ -33,8 +33,9 @@ pub use encoding::{
 };
 pub use ops::{
     mvcc_changed_between, mvcc_delete, mvcc_gc_candidates, mvcc_gc_key, mvcc_get, mvcc_get_with,
-    mvcc_latest_timestamp, mvcc_put, mvcc_resolve, mvcc_scan, mvcc_scan_with, mvcc_write,
-    read_intent, read_record, txn_ts, write_record, KeyValue, ReadOptions, Writer,
+    mvcc_latest_timestamp, mvcc_put, mvcc_resolve, mvcc_resolve_span, mvcc_scan, mvcc_scan_with,
+    mvcc_write, read_intent, read_record, txn_ts, write_record, KeyValue, ReadOptions, Writer,
+    RESOLVE_SPAN_MAX_INTENTS, RESOLVE_SPAN_MAX_KEYS,
 };
 
 /// Errors from MVCC operations.

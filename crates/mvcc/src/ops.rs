@@ -352,6 +352,63 @@ pub fn mvcc_resolve(
     let Some(intent) = read_intent(reader, key)? else {
         return Ok(false);
     };
+    resolve_one(reader, w, key, intent, txn_id, status, ts)
+}
+
+/// How far one ranged resolution goes: at most this many intents resolved…
+pub const RESOLVE_SPAN_MAX_INTENTS: usize = 1000;
+/// …and at most this many user keys looked at.
+pub const RESOLVE_SPAN_MAX_KEYS: usize = 20_000;
+
+/// Resolves the intents of transaction `txn_id` in `[start, end)` as [`mvcc_resolve`] does
+/// each, stopping after [`RESOLVE_SPAN_MAX_INTENTS`] intents or [`RESOLVE_SPAN_MAX_KEYS`] keys
+/// so one command stays small. Returns how many it resolved and the key to resume from when
+/// it stopped early.
+pub fn mvcc_resolve_span(
+    reader: &dyn Reader,
+    w: &mut dyn Writer,
+    start: &[u8],
+    end: &[u8],
+    txn_id: &[u8],
+    status: TxnStatus,
+    ts: Timestamp,
+) -> Result<(usize, Option<Vec<u8>>)> {
+    let upper = if end.is_empty() {
+        Vec::new()
+    } else {
+        encode_key(end)
+    };
+    let mut it = reader.iter(Cf::Data, &encode_key(start), &upper);
+    it.seek_to_first();
+    let (mut resolved, mut seen) = (0, 0);
+    while it.valid()? {
+        let (key, slot, _) = decode_key(it.key())?;
+        if resolved == RESOLVE_SPAN_MAX_INTENTS || seen == RESOLVE_SPAN_MAX_KEYS {
+            return Ok((resolved, Some(key)));
+        }
+        seen += 1;
+        if slot == Slot::Meta {
+            let intent = decode_intent(it.value())?;
+            if resolve_one(reader, w, &key, intent, txn_id, status, ts)? {
+                resolved += 1;
+            }
+        }
+        // On to the next user key, past this one's versions and records.
+        it.seek(&encode_key_end(&key));
+    }
+    Ok((resolved, None))
+}
+
+/// Resolves `intent`, found on `key`, if it belongs to `txn_id`.
+fn resolve_one(
+    reader: &dyn Reader,
+    w: &mut dyn Writer,
+    key: &[u8],
+    intent: StoredIntent,
+    txn_id: &[u8],
+    status: TxnStatus,
+    ts: Timestamp,
+) -> Result<bool> {
     let Some(mut meta) = intent.txn.clone() else {
         return Ok(false);
     };

@@ -101,16 +101,19 @@ fn user_error(e: &bini_sql::Error) -> PgWireError {
 #[derive(Clone)]
 pub struct Gateway {
     db: Db,
+    ready: tokio::sync::watch::Receiver<bool>,
     registry: Arc<bini_sql::Registry>,
     manager: Arc<ConnectionManager>,
     pids: Arc<pgwire::api::RandomPidSecretKeyGenerator>,
 }
 
 impl Gateway {
-    /// A gateway for the node whose transactions go through `db`.
-    pub fn new(db: Db) -> Self {
+    /// A gateway for the node whose transactions go through `db`. Clients wait at startup
+    /// until `ready` (the SQL catalog exists: a node just started may not have it yet).
+    pub fn new(db: Db, ready: tokio::sync::watch::Receiver<bool>) -> Self {
         Gateway {
             db,
+            ready,
             registry: Arc::default(),
             manager: Arc::new(ConnectionManager::new()),
             pids: Arc::new(pgwire::api::RandomPidSecretKeyGenerator::default()),
@@ -131,6 +134,7 @@ impl Gateway {
             }),
             startup: Arc::new(Startup {
                 db: self.db.clone(),
+                ready: self.ready.clone(),
                 manager: self.manager.clone(),
                 pids: self.pids.clone(),
             }),
@@ -220,9 +224,13 @@ impl CopyHandler for Conn {
     }
 }
 
+/// How long a client connecting to a node that just started waits for its SQL catalog.
+const CATALOG_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Trust authentication: the user is who the client says; the database must exist.
 struct Startup {
     db: Db,
+    ready: tokio::sync::watch::Receiver<bool>,
     manager: Arc<ConnectionManager>,
     pids: Arc<pgwire::api::RandomPidSecretKeyGenerator>,
 }
@@ -244,6 +252,17 @@ impl StartupHandler for Startup {
         };
         protocol_negotiation(client, startup).await?;
         save_startup_parameters_to_metadata(client, startup);
+        let mut ready = self.ready.clone();
+        let ready = tokio::time::timeout(CATALOG_WAIT, ready.wait_for(|r| *r))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if !ready {
+            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "FATAL".into(),
+                "57P03".into(),
+                "the node is still starting (its SQL catalog is not ready); try again".into(),
+            ))));
+        }
         let database = client
             .metadata()
             .get(METADATA_DATABASE)

@@ -106,7 +106,10 @@ async fn sql_bootstrap_loop(state: Arc<NodeState>) {
     let mut backoff = Duration::from_millis(100);
     loop {
         match bini_sql::bootstrap(&state.db).await {
-            Ok(()) => return,
+            Ok(()) => {
+                state.sql_ready.send_replace(true);
+                return;
+            }
             Err(e) => tracing::debug!(error = %e, "SQL bootstrap will retry"),
         }
         if until_shutdown(&state, backoff).await {

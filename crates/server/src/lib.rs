@@ -112,6 +112,8 @@ pub(crate) struct NodeState {
     pub started_at_nanos: u64,
     pub start_lock: tokio::sync::Mutex<()>,
     pub shutdown: watch::Receiver<bool>,
+    /// Set once the SQL catalog's default database exists; SQL clients wait for it.
+    pub sql_ready: watch::Sender<bool>,
     pub runtime: tokio::runtime::Handle,
     /// Background tasks, aborted when the node stops.
     pub tasks: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -235,6 +237,7 @@ impl Node {
             started_at_nanos: now_nanos(),
             start_lock: tokio::sync::Mutex::new(()),
             shutdown: shutdown_rx.clone(),
+            sql_ready: watch::channel(false).0,
             runtime: tokio::runtime::Handle::current(),
             tasks: parking_lot::Mutex::new(Vec::new()),
         });

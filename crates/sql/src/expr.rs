@@ -96,6 +96,44 @@ pub enum Expr {
     },
     /// A scalar function call.
     Call(Func, Vec<Expr>),
+    /// A column of the enclosing query's row (position, type), inside a correlated
+    /// subquery's plan.
+    Outer(usize, Type),
+    /// A correlated subquery: run for each row it is evaluated on (see
+    /// [`crate::plan::resolve_subqueries`]), its outer references taking that row's values.
+    Subquery(Box<Subquery>),
+}
+
+/// A subquery that reads columns of the enclosing query's row.
+#[derive(Clone, Debug)]
+pub struct Subquery {
+    /// Its plan, whose [`Expr::Outer`] references name columns of the enclosing row.
+    pub node: crate::plan::Node,
+    /// What it computes.
+    pub kind: SubqueryKind,
+    /// The type of its value.
+    pub ty: Type,
+}
+
+/// What a subquery expression computes from the subquery's rows.
+#[derive(Clone, Debug)]
+pub enum SubqueryKind {
+    /// `(SELECT …)`: the single value, or NULL without rows.
+    Scalar,
+    /// `[NOT] EXISTS (SELECT …)`.
+    Exists {
+        /// NOT EXISTS.
+        negated: bool,
+    },
+    /// `x [NOT] IN (SELECT …)`; `x` is evaluated on the enclosing row.
+    In {
+        /// The value looked for.
+        expr: Box<Expr>,
+        /// NOT IN.
+        negated: bool,
+    },
+    /// `ARRAY(SELECT …)`: the values as a Postgres array literal.
+    Array,
 }
 
 impl Expr {
@@ -224,6 +262,11 @@ impl Expr {
                     .collect::<Result<Vec<_>>>()?;
                 functions::call(*f, vals)?
             }
+            Expr::Outer(..) | Expr::Subquery(_) => {
+                return Err(Error::Internal(
+                    "a correlated subquery was evaluated outside its query".into(),
+                ))
+            }
         })
     }
 
@@ -244,18 +287,34 @@ impl Expr {
     pub fn is_constant(&self) -> bool {
         let mut constant = true;
         self.walk(&mut |e| {
-            if matches!(e, Expr::Column(_)) || matches!(e, Expr::Call(f, _) if f.is_volatile()) {
+            if matches!(e, Expr::Column(_) | Expr::Outer(..) | Expr::Subquery(_))
+                || matches!(e, Expr::Call(f, _) if f.is_volatile())
+            {
                 constant = false;
             }
         });
         constant
     }
 
-    /// Visits this expression and every subexpression.
+    /// Whether a correlated subquery is in the expression (it needs
+    /// [`crate::plan::resolve_subqueries`] for each row).
+    pub fn has_subquery(&self) -> bool {
+        let mut found = false;
+        self.walk(&mut |e| found |= matches!(e, Expr::Subquery(_)));
+        found
+    }
+
+    /// Visits this expression and every subexpression (not into a subquery's plan; an
+    /// `IN (SELECT …)`'s left side is visited).
     pub fn walk(&self, f: &mut dyn FnMut(&Expr)) {
         f(self);
         match self {
-            Expr::Literal(_) | Expr::Column(_) => {}
+            Expr::Literal(_) | Expr::Column(_) | Expr::Outer(..) => {}
+            Expr::Subquery(sub) => {
+                if let SubqueryKind::In { expr, .. } = &sub.kind {
+                    expr.walk(f);
+                }
+            }
             Expr::Binary(_, a, b)
             | Expr::And(a, b)
             | Expr::Or(a, b)
@@ -292,11 +351,19 @@ impl Expr {
         }
     }
 
-    /// Rewrites column references through `map` (old position → new position).
+    /// Rewrites column references through `map` (old position → new position), including a
+    /// correlated subquery's references to this row.
     pub fn remap(&mut self, map: &dyn Fn(usize) -> usize) {
         match self {
-            Expr::Literal(_) => {}
+            Expr::Literal(_) | Expr::Outer(..) => {}
             Expr::Column(i) => *i = map(*i),
+            Expr::Subquery(sub) => {
+                if let SubqueryKind::In { expr, .. } = &mut sub.kind {
+                    expr.remap(map);
+                }
+                sub.node
+                    .map_exprs(&mut |e| e.map_outer(&mut |o| *o = map(*o)));
+            }
             Expr::Binary(_, a, b)
             | Expr::And(a, b)
             | Expr::Or(a, b)
@@ -330,6 +397,86 @@ impl Expr {
                 }
             }
             Expr::Call(_, args) => args.iter_mut().for_each(|e| e.remap(map)),
+        }
+    }
+}
+
+impl Expr {
+    /// Applies `f` to every outer reference of this expression (not those of subqueries
+    /// nested in it: theirs name this level's rows).
+    pub fn map_outer(&mut self, f: &mut dyn FnMut(&mut usize)) {
+        self.rewrite(&mut |e| match e {
+            Expr::Outer(i, _) => {
+                f(i);
+                true
+            }
+            _ => false,
+        });
+    }
+
+    /// Replaces each outer reference with the value of `row`'s column.
+    pub fn bind_outer(&mut self, row: &[Datum]) {
+        self.rewrite(&mut |e| match e {
+            Expr::Outer(i, _) => {
+                *e = Expr::Literal(row.get(*i).cloned().unwrap_or(Datum::Null));
+                true
+            }
+            _ => false,
+        });
+    }
+
+    /// Visits subexpressions top-down with `f`, which returns whether it handled one (then
+    /// its children are not visited). Subqueries' plans are not entered.
+    fn rewrite(&mut self, f: &mut dyn FnMut(&mut Expr) -> bool) {
+        if f(self) {
+            return;
+        }
+        self.for_each_child(&mut |c| c.rewrite(f));
+    }
+
+    /// Calls `f` on each direct subexpression, left to right (a subquery's: the left side of
+    /// its IN; its plan is not entered).
+    pub fn for_each_child(&mut self, f: &mut dyn FnMut(&mut Expr)) {
+        match self {
+            Expr::Literal(_) | Expr::Column(_) | Expr::Outer(..) => {}
+            Expr::Subquery(sub) => {
+                if let SubqueryKind::In { expr, .. } = &mut sub.kind {
+                    f(expr);
+                }
+            }
+            Expr::Binary(_, a, b)
+            | Expr::And(a, b)
+            | Expr::Or(a, b)
+            | Expr::IsDistinct(a, b, _) => {
+                f(a);
+                f(b);
+            }
+            Expr::Neg(a) | Expr::Not(a) | Expr::IsNull(a, _) | Expr::Cast(a, _) => f(a),
+            Expr::InList(a, list, _) => {
+                f(a);
+                list.iter_mut().for_each(f);
+            }
+            Expr::Like { expr, pattern, .. } => {
+                f(expr);
+                f(pattern);
+            }
+            Expr::Case {
+                operand,
+                whens,
+                otherwise,
+            } => {
+                if let Some(o) = operand {
+                    f(o);
+                }
+                for (c, r) in whens {
+                    f(c);
+                    f(r);
+                }
+                if let Some(o) = otherwise {
+                    f(o);
+                }
+            }
+            Expr::Call(_, args) => args.iter_mut().for_each(f),
         }
     }
 }

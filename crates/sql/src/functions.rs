@@ -912,6 +912,30 @@ pub fn decimal_avg(sum: Decimal, count: i64) -> Result<Decimal> {
         .ok_or_else(|| Error::NumericOutOfRange("numeric value out of range".into()))
 }
 
+/// Values as Postgres prints a one-dimensional array: `{a,"b c",NULL}`. bini has no array
+/// type yet; `ARRAY(SELECT …)` yields this text.
+pub fn array_literal(values: impl Iterator<Item = Datum>) -> String {
+    let items: Vec<String> = values
+        .map(|v| {
+            if v.is_null() {
+                return "NULL".to_string();
+            }
+            let s = v.to_string();
+            let plain = !s.is_empty()
+                && !s.eq_ignore_ascii_case("null")
+                && !s
+                    .chars()
+                    .any(|c| matches!(c, ',' | '{' | '}' | '"' | '\\') || c.is_whitespace());
+            if plain {
+                s
+            } else {
+                format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+            }
+        })
+        .collect();
+    format!("{{{}}}", items.join(","))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -78,6 +78,16 @@ pub async fn table(
         (PG_CATALOG, "pg_class") => pg_class(ctx).await.map(Some),
         (PG_CATALOG, "pg_index") => pg_index(ctx).await.map(Some),
         (PG_CATALOG, "pg_indexes") => pg_indexes(ctx).await.map(Some),
+        (PG_CATALOG, "pg_roles" | "pg_user" | "pg_authid") => Ok(Some(pg_roles())),
+        (PG_CATALOG, "pg_auth_members") => Ok(Some((
+            vec![
+                column("roleid", Type::Int8),
+                column("member", Type::Int8),
+                column("grantor", Type::Int8),
+                column("admin_option", Type::Bool),
+            ],
+            Vec::new(),
+        ))),
         (PG_CATALOG, "pg_am") => Ok(Some((
             vec![column("oid", Type::Int8), column("amname", Type::TEXT)],
             vec![vec![Datum::Int(2), Datum::String("heap".into())]],
@@ -232,6 +242,31 @@ async fn pg_database(ctx: &mut Context<'_>) -> Result<(Vec<Column>, Vec<Row>)> {
         })
         .collect();
     Ok((columns, rows))
+}
+
+/// The roles: bini has one user so far, `root`, a superuser.
+fn pg_roles() -> (Vec<Column>, Vec<Row>) {
+    let flags = [
+        "rolsuper",
+        "rolinherit",
+        "rolcreaterole",
+        "rolcreatedb",
+        "rolcanlogin",
+        "rolreplication",
+        "rolbypassrls",
+    ];
+    let mut columns = vec![column("oid", Type::Int8), column("rolname", Type::TEXT)];
+    columns.extend(flags.iter().map(|f| column(f, Type::Bool)));
+    columns.push(column("rolconnlimit", Type::Int4));
+    columns.push(column("rolvaliduntil", Type::TimestampTz));
+    let mut root = vec![
+        Datum::Int(crate::functions::ROOT_OID),
+        Datum::String("root".into()),
+    ];
+    root.extend(flags.iter().map(|_| Datum::Bool(true)));
+    root.push(Datum::Int(-1));
+    root.push(Datum::Null);
+    (columns, vec![root])
 }
 
 fn pg_namespace() -> (Vec<Column>, Vec<Row>) {

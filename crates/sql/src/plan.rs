@@ -18,7 +18,7 @@ use bini_txn::Txn;
 use crate::catalog::{IndexDesc, TableDesc};
 use crate::encoding::{decode_row, encode_key_datum};
 use crate::error::{Error, Result};
-use crate::expr::Expr;
+use crate::expr::{Expr, SubqueryKind};
 use crate::types::{Datum, Type};
 
 /// A row.
@@ -204,6 +204,127 @@ pub enum Node {
     },
 }
 
+impl Node {
+    /// Applies `f` to every expression of this node and the nodes below it.
+    pub fn map_exprs(&mut self, f: &mut dyn FnMut(&mut Expr)) {
+        match self {
+            Node::Scan { filter, .. } => filter.iter_mut().for_each(f),
+            Node::Values { rows } => rows.iter_mut().flatten().for_each(f),
+            Node::Rows { .. } => {}
+            Node::Filter { input, predicate } => {
+                f(predicate);
+                input.map_exprs(f);
+            }
+            Node::Project { input, exprs } => {
+                exprs.iter_mut().for_each(&mut *f);
+                input.map_exprs(f);
+            }
+            Node::Aggregate {
+                input,
+                group_by,
+                aggs,
+            } => {
+                group_by.iter_mut().for_each(&mut *f);
+                aggs.iter_mut()
+                    .flat_map(|a| a.args.iter_mut())
+                    .for_each(&mut *f);
+                input.map_exprs(f);
+            }
+            Node::Sort { input, keys } => {
+                keys.iter_mut().for_each(|k| f(&mut k.expr));
+                input.map_exprs(f);
+            }
+            Node::Limit { input, .. } | Node::Distinct { input } => input.map_exprs(f),
+            Node::Join {
+                left,
+                right,
+                on,
+                equi,
+                ..
+            } => {
+                on.iter_mut().for_each(&mut *f);
+                for (a, b) in equi {
+                    f(a);
+                    f(b);
+                }
+                left.map_exprs(f);
+                right.map_exprs(f);
+            }
+            Node::SetOp { left, right, .. } => {
+                left.map_exprs(f);
+                right.map_exprs(f);
+            }
+        }
+    }
+}
+
+/// `e` with each correlated subquery in it run for `row` (its outer references taking the
+/// row's values) and replaced by its result.
+pub fn resolve_subqueries<'a>(
+    e: &'a Expr,
+    row: &'a [Datum],
+    txn: &'a mut Txn,
+) -> BoxFuture<'a, Result<Expr>> {
+    Box::pin(async move {
+        // The subqueries of this level (not those inside them), left to right.
+        let mut subqueries = Vec::new();
+        let mut out = e.clone();
+        visit_subqueries(&mut out, &mut |x| {
+            if let Expr::Subquery(sub) = x {
+                subqueries.push(sub.clone());
+            }
+        });
+        let mut values = Vec::with_capacity(subqueries.len());
+        for sub in subqueries {
+            let mut node = sub.node.clone();
+            node.map_exprs(&mut |x| x.bind_outer(row));
+            let rows = execute(&node, txn).await?;
+            values.push(subquery_value(&sub.kind, rows, row)?);
+        }
+        let mut values = values.into_iter();
+        visit_subqueries(&mut out, &mut |x| {
+            *x = Expr::Literal(values.next().unwrap_or(Datum::Null));
+        });
+        Ok(out)
+    })
+}
+
+/// Calls `f` on each subquery of `e`, left to right, without entering them.
+fn visit_subqueries(e: &mut Expr, f: &mut dyn FnMut(&mut Expr)) {
+    if let Expr::Subquery(_) = e {
+        f(e);
+        return;
+    }
+    e.for_each_child(&mut |c| visit_subqueries(c, f));
+}
+
+/// The value of a subquery of `kind` that returned `rows`, evaluated on the enclosing `row`.
+fn subquery_value(kind: &SubqueryKind, rows: Vec<Row>, row: &[Datum]) -> Result<Datum> {
+    Ok(match kind {
+        SubqueryKind::Scalar => {
+            if rows.len() > 1 {
+                return Err(Error::CardinalityViolation);
+            }
+            rows.into_iter()
+                .next()
+                .and_then(|r| r.into_iter().next())
+                .unwrap_or(Datum::Null)
+        }
+        SubqueryKind::Exists { negated } => Datum::Bool(rows.is_empty() == *negated),
+        SubqueryKind::In { expr, negated } => {
+            let list: Vec<Expr> = rows
+                .into_iter()
+                .map(|r| Expr::Literal(r.into_iter().next().unwrap_or(Datum::Null)))
+                .collect();
+            Expr::InList(Box::new((**expr).clone()), list, *negated).eval(row)?
+        }
+        SubqueryKind::Array => Datum::String(crate::functions::array_literal(
+            rows.into_iter()
+                .map(|r| r.into_iter().next().unwrap_or(Datum::Null)),
+        )),
+    })
+}
+
 /// A boxed future, for recursion over the plan tree.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -366,9 +487,15 @@ pub fn execute<'a>(node: &'a Node, txn: &'a mut Txn) -> BoxFuture<'a, Result<Vec
             Node::Rows { rows } => rows.clone(),
             Node::Filter { input, predicate } => {
                 let rows = execute(input, txn).await?;
+                let correlated = predicate.has_subquery();
                 let mut out = Vec::with_capacity(rows.len());
                 for r in rows {
-                    if predicate.eval(&r)?.truth()? == Some(true) {
+                    let pass = if correlated {
+                        resolve_subqueries(predicate, &r, txn).await?.eval(&r)?
+                    } else {
+                        predicate.eval(&r)?
+                    };
+                    if pass.truth()? == Some(true) {
                         out.push(r);
                     }
                 }
@@ -376,9 +503,21 @@ pub fn execute<'a>(node: &'a Node, txn: &'a mut Txn) -> BoxFuture<'a, Result<Vec
             }
             Node::Project { input, exprs } => {
                 let rows = execute(input, txn).await?;
-                rows.iter()
-                    .map(|r| exprs.iter().map(|e| e.eval(r)).collect::<Result<Row>>())
-                    .collect::<Result<_>>()?
+                if exprs.iter().any(Expr::has_subquery) {
+                    let mut out = Vec::with_capacity(rows.len());
+                    for r in &rows {
+                        let mut row = Vec::with_capacity(exprs.len());
+                        for e in exprs {
+                            row.push(resolve_subqueries(e, r, txn).await?.eval(r)?);
+                        }
+                        out.push(row);
+                    }
+                    out
+                } else {
+                    rows.iter()
+                        .map(|r| exprs.iter().map(|e| e.eval(r)).collect::<Result<Row>>())
+                        .collect::<Result<_>>()?
+                }
             }
             Node::Aggregate {
                 input,

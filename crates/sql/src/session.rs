@@ -691,6 +691,8 @@ impl Session {
             describe,
             now,
             ctes: Vec::new(),
+            outer: Vec::new(),
+            correlated: false,
         }
     }
 

@@ -15,8 +15,8 @@ use std::time::Duration;
 use bini_kv::NodeId;
 use bini_mvcc::{txn_ts, Timestamp};
 use bini_proto::{
-    request, BatchHeader, PushKind, PushTxnRequest, Request, ResolveIntentRequest, TxnMeta,
-    TxnRecord, TxnStatus, TxnWaitsRequest,
+    request, BatchHeader, KeySpan, PushKind, PushTxnRequest, Request, ResolveIntentRequest,
+    TxnMeta, TxnRecord, TxnStatus, TxnWaitsRequest,
 };
 
 use crate::{Db, Error, Result, RetryReason};
@@ -121,50 +121,77 @@ pub(crate) async fn push(
 }
 
 /// After a successful push: resolves the intent that was in the way, and — when the pushee was
-/// aborted — every intent its record lists (its coordinator is gone and will not).
+/// aborted — every intent its record lists (its coordinator is gone and will not); when it
+/// committed, the rest of the intent span the key is in.
 async fn clean_up(db: &Db, key: &[u8], record: &TxnRecord) -> Result<()> {
     let meta = record.meta.clone().unwrap_or_default();
     let status = TxnStatus::try_from(record.status).unwrap_or(TxnStatus::Pending);
     let mut keys = vec![key.to_vec()];
-    if status == TxnStatus::Aborted {
-        keys.extend(
-            record
-                .intents
+    let mut spans = Vec::new();
+    match status {
+        TxnStatus::Aborted => {
+            keys.extend(
+                record
+                    .intents
+                    .iter()
+                    .filter(|k| k.as_slice() != key)
+                    .cloned(),
+            );
+            spans = record.intent_spans.clone();
+        }
+        TxnStatus::Committed => {
+            // The key may be one of many in a span its coordinator is still resolving (a bulk
+            // load): resolve the rest of the span from here on, rather than meeting its intents
+            // one read at a time.
+            let span = record
+                .intent_spans
                 .iter()
-                .filter(|k| k.as_slice() != key)
-                .cloned(),
-        );
+                .find(|s| s.start.as_slice() <= key && key < s.end.as_slice());
+            if let Some(s) = span {
+                keys.clear();
+                spans.push(KeySpan {
+                    start: key.to_vec(),
+                    end: s.end.clone(),
+                });
+            }
+        }
+        TxnStatus::Pending => {}
     }
-    resolve_intents(db, &meta.id, &keys, status, txn_ts(&meta)).await
+    resolve_intents(db, &meta.id, &keys, &spans, status, txn_ts(&meta)).await
 }
 
-/// Resolves intents of transaction `id` on `keys`.
+/// Point resolutions sent in one batch (one Raft command per range).
+const RESOLVE_BATCH: usize = 1000;
+
+/// Resolves intents of transaction `id` on `keys` and in `spans`.
 pub(crate) async fn resolve_intents(
     db: &Db,
     id: &[u8],
     keys: &[Vec<u8>],
+    spans: &[KeySpan],
     status: TxnStatus,
     ts: Timestamp,
 ) -> Result<()> {
-    if keys.is_empty() {
-        return Ok(());
-    }
-    let reqs = keys
-        .iter()
-        .map(|k| Request {
-            kind: Some(request::Kind::ResolveIntent(ResolveIntentRequest {
-                key: k.clone(),
-                txn_id: id.to_vec(),
-                status: status as i32,
-                commit_ts: Some(ts.into()),
-            })),
-        })
-        .collect();
-    let header = BatchHeader {
-        now: Some(db.inner.clock.now().into()),
-        ..Default::default()
+    let resolve = |key: &[u8], end_key: &[u8]| Request {
+        kind: Some(request::Kind::ResolveIntent(ResolveIntentRequest {
+            key: key.to_vec(),
+            end_key: end_key.to_vec(),
+            txn_id: id.to_vec(),
+            status: status as i32,
+            commit_ts: Some(ts.into()),
+        })),
     };
-    db.inner.sender.send_with(&header, reqs).await?;
+    let batches = keys
+        .chunks(RESOLVE_BATCH)
+        .map(|chunk| chunk.iter().map(|k| resolve(k, &[])).collect::<Vec<_>>())
+        .chain(spans.iter().map(|s| vec![resolve(&s.start, &s.end)]));
+    for reqs in batches {
+        let header = BatchHeader {
+            now: Some(db.inner.clock.now().into()),
+            ..Default::default()
+        };
+        db.inner.sender.send_with(&header, reqs).await?;
+    }
     Ok(())
 }
 

@@ -27,6 +27,7 @@
 
 mod conflict;
 mod error;
+mod intents;
 mod txn;
 
 use std::collections::HashMap;

@@ -6,12 +6,13 @@ use std::sync::Arc;
 use bini_mvcc::{txn_ts, Timestamp};
 use bini_proto::{
     request, BatchHeader, BeginTxnRequest, DeleteRequest, EndTxnRequest, GetRequest,
-    HeartbeatTxnRequest, KeyValue, PutRequest, RefreshRequest, Request, Response, ScanRequest,
-    TxnMeta, TxnStatus,
+    HeartbeatTxnRequest, KeySpan, KeyValue, PutRequest, RefreshRequest, Request, Response,
+    ScanRequest, TxnMeta, TxnStatus,
 };
 use parking_lot::Mutex;
 
 use crate::conflict;
+use crate::intents::IntentSet;
 use crate::{Db, Error, Result, RetryReason, HEARTBEAT_INTERVAL};
 
 /// A span the transaction read: `end` empty means the single key `start`.
@@ -29,12 +30,11 @@ enum State {
 }
 
 /// What the heartbeat task shares with the transaction.
-#[derive(Default)]
 struct Shared {
     /// Set when the heartbeat found the record aborted.
     aborted: bool,
-    /// Keys written so far (reported with heartbeats).
-    intents: Vec<Vec<u8>>,
+    /// Keys (or spans) written so far, reported with heartbeats.
+    intents: IntentSet,
 }
 
 /// A serializable transaction. Reads and writes go out as they are called; [`commit`]
@@ -47,8 +47,6 @@ pub struct Txn {
     uncertainty_limit: Timestamp,
     read_only_as_of: bool,
     reads: Vec<ReadSpan>,
-    /// Keys with intents.
-    writes: BTreeSet<Vec<u8>>,
     has_record: bool,
     state: State,
     shared: Arc<Mutex<Shared>>,
@@ -109,10 +107,12 @@ impl Txn {
             uncertainty_limit,
             read_only_as_of: as_of.is_some(),
             reads: Vec::new(),
-            writes: BTreeSet::new(),
             has_record: false,
             state: State::Open,
-            shared: Arc::default(),
+            shared: Arc::new(Mutex::new(Shared {
+                aborted: false,
+                intents: IntentSet::new(),
+            })),
             heartbeat: None,
             undo: None,
             locking: false,
@@ -301,8 +301,11 @@ impl Txn {
                 })),
             });
         }
-        self.writes.extend(keys.iter().cloned());
-        self.shared.lock().intents = self.writes.iter().cloned().collect();
+        let sender = self.db.sender();
+        self.shared
+            .lock()
+            .intents
+            .add(&keys, |k| sender.cached_range_id(k));
         if !self.has_record {
             // From the first attempt on, a record may exist: rollback must reach it.
             self.has_record = true;
@@ -316,7 +319,7 @@ impl Txn {
     /// Marks a point to roll back to. Until [`forget_savepoints`](Self::forget_savepoints),
     /// each write first reads what it overwrites (one extra round trip per write batch).
     pub fn savepoint(&mut self) -> Savepoint {
-        let at_start = self.writes.is_empty();
+        let at_start = self.shared.lock().intents.is_empty();
         Savepoint {
             pos: self.undo.get_or_insert_with(Vec::new).len(),
             at_start,
@@ -492,13 +495,14 @@ impl Txn {
             if ts > self.read_ts {
                 self.refresh_to(ts).await?;
             }
-            let end = end_txn(&self.meta, true, self.writes.iter().cloned().collect());
+            let end = end_txn(&self.meta, true, self.intents());
             let header = self.header();
             match self.db.sender().send_with(&header, vec![end]).await {
                 Ok(mut resp) => {
                     let record = resp.pop().and_then(|r| r.record).unwrap_or_default();
                     self.finish(State::Committed);
-                    self.resolve_async(record.intents, TxnStatus::Committed);
+                    let left = (record.intents, record.intent_spans);
+                    self.resolve_async(left, TxnStatus::Committed);
                     self.db.commit_wait(txn_ts(&self.meta)).await;
                     return Ok(());
                 }
@@ -516,7 +520,7 @@ impl Txn {
         self.meta.anchor = keys.first().cloned().unwrap_or_default();
         loop {
             let mut batch = reqs.clone();
-            batch.push(end_txn(&self.meta, true, Vec::new()));
+            batch.push(end_txn(&self.meta, true, Default::default()));
             let mut header = self.header();
             header.one_phase = true;
             header.can_bump = self.reads.is_empty();
@@ -553,13 +557,13 @@ impl Txn {
         if !self.has_record {
             return;
         }
-        let end = end_txn(&self.meta, false, self.writes.iter().cloned().collect());
+        let end = end_txn(&self.meta, false, self.intents());
         let header = self.header();
         match self.db.sender().send_with(&header, vec![end]).await {
             Ok(_) => {
                 // Every intent, not just those the record lists: after a push aborted us, the
                 // record knows only the keys of our last heartbeat.
-                self.resolve_async(self.writes.iter().cloned().collect(), TxnStatus::Aborted);
+                self.resolve_async(self.intents(), TxnStatus::Aborted);
             }
             Err(e) => {
                 // The record will expire and whoever meets the intents cleans them up.
@@ -587,14 +591,20 @@ impl Txn {
         }
     }
 
-    fn resolve_async(&self, keys: Vec<Vec<u8>>, status: TxnStatus) {
-        if keys.is_empty() {
+    /// The keys and spans of the transaction's intents.
+    fn intents(&self) -> (Vec<Vec<u8>>, Vec<KeySpan>) {
+        self.shared.lock().intents.parts()
+    }
+
+    fn resolve_async(&self, (keys, spans): (Vec<Vec<u8>>, Vec<KeySpan>), status: TxnStatus) {
+        if keys.is_empty() && spans.is_empty() {
             return;
         }
         let db = self.db.clone();
         let (id, ts) = (self.meta.id.clone(), txn_ts(&self.meta));
         tokio::spawn(async move {
-            if let Err(e) = conflict::resolve_intents(&db, &id, &keys, status, ts).await {
+            let resolved = conflict::resolve_intents(&db, &id, &keys, &spans, status, ts).await;
+            if let Err(e) = resolved {
                 tracing::debug!(error = %e, "asynchronous intent resolution failed");
             }
         });
@@ -607,17 +617,29 @@ impl Txn {
         self.heartbeat = Some(tokio::spawn(async move {
             let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
             tick.tick().await;
+            // The version of the intents the record holds, once a heartbeat wrote them.
+            let mut recorded = None;
             loop {
                 tick.tick().await;
                 if db.inner.stopped.load(std::sync::atomic::Ordering::SeqCst) {
                     return;
                 }
-                let intents = shared.lock().intents.clone();
+                let mut beat = HeartbeatTxnRequest {
+                    txn: Some(meta.clone()),
+                    ..Default::default()
+                };
+                let version = {
+                    let shared = shared.lock();
+                    let version = shared.intents.version();
+                    if recorded == Some(version) {
+                        beat.intents_unchanged = true;
+                    } else {
+                        (beat.intents, beat.intent_spans) = shared.intents.parts();
+                    }
+                    version
+                };
                 let req = Request {
-                    kind: Some(request::Kind::HeartbeatTxn(HeartbeatTxnRequest {
-                        txn: Some(meta.clone()),
-                        intents,
-                    })),
+                    kind: Some(request::Kind::HeartbeatTxn(beat)),
                 };
                 let header = BatchHeader {
                     now: Some(db.clock().now().into()),
@@ -629,6 +651,7 @@ impl Txn {
                         shared.lock().aborted = true;
                         return;
                     }
+                    recorded = Some(version);
                 }
             }
         }));
@@ -649,10 +672,10 @@ impl Drop for Txn {
             // Roll back in the background; if that fails the record expires.
             let db = self.db.clone();
             let meta = self.meta.clone();
-            let keys: Vec<Vec<u8>> = self.writes.iter().cloned().collect();
+            let (keys, spans) = self.intents();
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move {
-                    let end = end_txn(&meta, false, keys.clone());
+                    let end = end_txn(&meta, false, (keys.clone(), spans.clone()));
                     let header = BatchHeader {
                         now: Some(db.clock().now().into()),
                         txn: Some(meta.clone()),
@@ -664,6 +687,7 @@ impl Drop for Txn {
                             &db,
                             &meta.id,
                             &keys,
+                            &spans,
                             TxnStatus::Aborted,
                             txn_ts(&meta),
                         )
@@ -675,13 +699,18 @@ impl Drop for Txn {
     }
 }
 
-/// An EndTxn request committing or aborting `meta`, listing the keys of its intents.
-fn end_txn(meta: &TxnMeta, commit: bool, intents: Vec<Vec<u8>>) -> Request {
+/// An EndTxn request committing or aborting `meta`, listing the keys and spans of its intents.
+fn end_txn(
+    meta: &TxnMeta,
+    commit: bool,
+    (intents, intent_spans): (Vec<Vec<u8>>, Vec<KeySpan>),
+) -> Request {
     Request {
         kind: Some(request::Kind::EndTxn(EndTxnRequest {
             txn: Some(meta.clone()),
             commit,
             intents,
+            intent_spans,
         })),
     }
 }

@@ -38,6 +38,8 @@ pub fn type_of(e: &Expr, cols: &[Column]) -> Type {
     match e {
         Expr::Literal(d) => d.natural_type(),
         Expr::Column(i) => cols.get(*i).map(|c| c.ty.clone()).unwrap_or(Type::Unknown),
+        Expr::Outer(_, ty) => ty.clone(),
+        Expr::Subquery(sub) => sub.ty.clone(),
         Expr::Binary(op, l, r) => {
             let (a, b) = (type_of(l, cols), type_of(r, cols));
             match op {
@@ -234,6 +236,37 @@ impl Context<'_> {
         };
     }
 
+    /// A column of the query around the subquery being planned, or `err` (the subquery's
+    /// own failure to find it) when there is none.
+    fn outer_column(&mut self, table: Option<&str>, name: &str, err: Error) -> Result<Expr> {
+        if !matches!(err, Error::UndefinedColumn(_)) {
+            return Err(err);
+        }
+        let Some(outer) = self.outer.last() else {
+            return Err(err);
+        };
+        match outer.resolve(table, name) {
+            Ok(i) if outer.grouped.is_none() => {
+                let ty = outer.columns[i].ty.clone();
+                self.correlated = true;
+                Ok(Expr::Outer(i, ty))
+            }
+            Err(e @ Error::AmbiguousColumn(_)) => Err(e),
+            _ => Err(err),
+        }
+    }
+
+    /// Plans subquery `q` of an expression bound against `scope`; returns the plan and whether
+    /// it is correlated (refers to `scope`'s row).
+    async fn plan_subquery(&mut self, q: &ast::Query, scope: &Scope) -> Result<(Planned, bool)> {
+        self.outer.push(scope.clone());
+        let saved = std::mem::replace(&mut self.correlated, false);
+        let planned = self.plan_query(q).await;
+        self.outer.pop();
+        let correlated = std::mem::replace(&mut self.correlated, saved);
+        Ok((planned?, correlated))
+    }
+
     /// Binds an expression against a scope.
     pub fn bind<'s>(
         &'s mut self,
@@ -296,7 +329,7 @@ impl Context<'_> {
                     Err(err) => match name.as_str() {
                         "current_date" => Expr::Literal(Datum::Date(self.now.date_naive())),
                         "current_timestamp" | "now" => Expr::Literal(Datum::TimestampTz(self.now)),
-                        _ => return Err(err),
+                        _ => self.outer_column(None, &name, err)?,
                     },
                 }
             }
@@ -307,7 +340,10 @@ impl Context<'_> {
                     [.., t, n] => (t.clone(), n.clone()),
                     _ => return Err(Error::UndefinedColumn(e.to_string())),
                 };
-                Expr::Column(scope.resolve(Some(&t), &n)?)
+                match scope.resolve(Some(&t), &n) {
+                    Ok(c) => Expr::Column(c),
+                    Err(err) => self.outer_column(Some(&t), &n, err)?,
+                }
             }
             E::Value(ast::ValueWithSpan {
                 value: ast::Value::Placeholder(p),
@@ -328,6 +364,40 @@ impl Context<'_> {
                     other => return Err(Error::FeatureNotSupported(format!("operator {other}"))),
                 }
             }
+            // `a OPERATOR(pg_catalog.~) b` (psql's spelling) is `a ~ b`.
+            E::BinaryOp {
+                left,
+                op: ast::BinaryOperator::PGCustomBinaryOperator(parts),
+                right,
+            } => {
+                let op = match parts.as_slice() {
+                    [schema, op] if schema == "pg_catalog" => op.as_str(),
+                    [op] => op.as_str(),
+                    _ => "",
+                };
+                let op = match op {
+                    "~" => ast::BinaryOperator::PGRegexMatch,
+                    "~*" => ast::BinaryOperator::PGRegexIMatch,
+                    "!~" => ast::BinaryOperator::PGRegexNotMatch,
+                    "!~*" => ast::BinaryOperator::PGRegexNotIMatch,
+                    "=" => ast::BinaryOperator::Eq,
+                    "<>" => ast::BinaryOperator::NotEq,
+                    _ => {
+                        return Err(Error::FeatureNotSupported(format!(
+                            "operator OPERATOR({})",
+                            parts.join(".")
+                        )))
+                    }
+                };
+                let e = E::BinaryOp {
+                    left: left.clone(),
+                    op,
+                    right: right.clone(),
+                };
+                self.bind(&e, scope).await?
+            }
+            // Collations: bini compares strings bytewise whatever the collation named.
+            E::Collate { expr, .. } => self.bind(expr, scope).await?,
             E::BinaryOp { left, op, right } => {
                 use ast::BinaryOperator as O;
                 let text_op = matches!(
@@ -449,9 +519,19 @@ impl Context<'_> {
                         out
                     }
                     ast::InTarget::Subquery(q) => {
-                        let planned = self.plan_query(q).await?;
+                        let (planned, correlated) = self.plan_subquery(q, scope).await?;
                         if planned.columns.len() != 1 {
                             return Err(Error::Syntax("subquery has too many columns".into()));
+                        }
+                        if correlated {
+                            return Ok(Expr::Subquery(Box::new(Subquery {
+                                node: planned.node,
+                                kind: SubqueryKind::In {
+                                    expr: b(x),
+                                    negated: *negated,
+                                },
+                                ty: Type::Bool,
+                            })));
                         }
                         execute(&planned.node, self.txn)
                             .await?
@@ -564,7 +644,14 @@ impl Context<'_> {
                 }
             }
             E::Exists { subquery, negated } => {
-                let planned = self.plan_query(subquery).await?;
+                let (planned, correlated) = self.plan_subquery(subquery, scope).await?;
+                if correlated {
+                    return Ok(Expr::Subquery(Box::new(Subquery {
+                        node: planned.node,
+                        kind: SubqueryKind::Exists { negated: *negated },
+                        ty: Type::Bool,
+                    })));
+                }
                 let node = Node::Limit {
                     input: Box::new(planned.node),
                     limit: Some(1),
@@ -574,9 +661,16 @@ impl Context<'_> {
                 Expr::Literal(Datum::Bool(any != *negated))
             }
             E::Subquery(q) => {
-                let planned = self.plan_query(q).await?;
+                let (planned, correlated) = self.plan_subquery(q, scope).await?;
                 if planned.columns.len() != 1 {
                     return Err(Error::Syntax("subquery must return only one column".into()));
+                }
+                if correlated {
+                    return Ok(Expr::Subquery(Box::new(Subquery {
+                        node: planned.node,
+                        kind: SubqueryKind::Scalar,
+                        ty: planned.columns[0].ty.clone(),
+                    })));
                 }
                 let rows = execute(&planned.node, self.txn).await?;
                 if rows.len() > 1 {
@@ -674,6 +768,25 @@ impl Context<'_> {
                         }
                     }
                 }
+            }
+            ast::FunctionArguments::Subquery(q) if name == "array" => {
+                let (planned, correlated) = self.plan_subquery(q, scope).await?;
+                if planned.columns.len() != 1 {
+                    return Err(Error::Syntax("subquery must return only one column".into()));
+                }
+                let sub = Expr::Subquery(Box::new(Subquery {
+                    node: planned.node,
+                    kind: SubqueryKind::Array,
+                    ty: Type::TEXT,
+                }));
+                if correlated {
+                    return Ok(sub);
+                }
+                return Ok(Expr::Literal(
+                    crate::plan::resolve_subqueries(&sub, &[], self.txn)
+                        .await?
+                        .eval(&[])?,
+                ));
             }
             ast::FunctionArguments::Subquery(_) => {
                 return Err(Error::FeatureNotSupported(format!("{name}(subquery)")))

@@ -18,6 +18,25 @@ pub fn conjuncts(e: &Expr) -> Vec<&Expr> {
 /// Places a filter: into a scan (as its filter, and as point lookups when it fixes the
 /// primary key), else as a Filter node.
 pub(super) fn push_filter(node: Node, pred: Expr) -> Result<Node> {
+    if pred.has_subquery() {
+        // Correlated subqueries run in a Filter node, row by row; the rest can go lower.
+        let (with, without): (Vec<&Expr>, Vec<&Expr>) =
+            conjuncts(&pred).into_iter().partition(|c| c.has_subquery());
+        let and = |parts: Vec<&Expr>| {
+            parts
+                .into_iter()
+                .cloned()
+                .reduce(|a, b| Expr::And(Box::new(a), Box::new(b)))
+        };
+        let input = match and(without) {
+            Some(p) => push_filter(node, p)?,
+            None => node,
+        };
+        return Ok(Node::Filter {
+            input: Box::new(input),
+            predicate: and(with).unwrap_or(pred),
+        });
+    }
     match node {
         Node::Scan {
             table,

@@ -12,10 +12,12 @@
 //!   then the rows they name (the index with the most pinned columns wins);
 //! - a LIMIT over a filter-only scan without ORDER BY stops the scan early;
 //! - joins with equality conditions run as hash joins;
-//! - uncorrelated subqueries run once, before the statement, and become constants.
+//! - uncorrelated subqueries run once, before the statement, and become constants; a
+//!   correlated one (naming columns of the query directly around it) runs once per row of
+//!   that query, in the Filter or Project that evaluates it.
 //!
-//! Left out for now: correlated subqueries, window functions, index range scans (`<`, `>`),
-//! lookup joins.
+//! Left out for now: references more than one query level out, window functions, index
+//! range scans (`<`, `>`), lookup joins.
 
 mod expr;
 mod filter;
@@ -30,7 +32,7 @@ use bini_txn::Txn;
 use crate::catalog::{self, TableDesc};
 use crate::encoding::encode_key_datum;
 use crate::error::{Error, Result};
-use crate::expr::{cast, BinOp, Expr};
+use crate::expr::{cast, BinOp, Expr, Subquery, SubqueryKind};
 use crate::functions::Func;
 use crate::plan::{
     execute, AggFunc, Aggregate, BoxFuture, Column, JoinKind, Lookup, Node, SetOp, SortKey,
@@ -60,6 +62,12 @@ pub struct Context<'a> {
     pub now: chrono::DateTime<chrono::Utc>,
     /// Common table expressions in scope: name → (columns, rows).
     pub ctes: Vec<(String, Vec<Column>, Vec<Vec<Datum>>)>,
+    /// While planning a subquery: the scopes of the queries around it, innermost last. A
+    /// name not found in the subquery's own scope may name a column of the query directly
+    /// around it (an [`Expr::Outer`] reference: the subquery is correlated).
+    pub outer: Vec<Scope>,
+    /// Set when the subquery being planned referred to its enclosing query's row.
+    pub correlated: bool,
 }
 
 /// The parameters of a statement.

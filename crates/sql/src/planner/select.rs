@@ -264,6 +264,17 @@ impl Context<'_> {
                         return Ok(rows_named(alias_name.unwrap_or(n), cols, rows));
                     }
                 }
+                // As in Postgres, pg_catalog is searched before the current schema.
+                if let [vt] = parts.as_slice() {
+                    let pg = crate::internal::PG_CATALOG;
+                    if let Some((cols, rows)) = crate::internal::table(self, pg, vt).await? {
+                        return Ok(rows_named(
+                            alias_name.unwrap_or_else(|| vt.clone()),
+                            cols,
+                            rows,
+                        ));
+                    }
+                }
                 if let [.., schema, vt] = parts.as_slice() {
                     if crate::internal::is_virtual_schema(schema) {
                         let Some((cols, rows)) = crate::internal::table(self, schema, vt).await?
