@@ -262,9 +262,11 @@ impl Expr {
                     .collect::<Result<Vec<_>>>()?;
                 functions::call(*f, vals)?
             }
+            // Correlated subqueries run in SELECT lists and WHERE clauses of queries; other
+            // places (DML, joins, ORDER BY, GROUP BY) do not run them yet.
             Expr::Outer(..) | Expr::Subquery(_) => {
-                return Err(Error::Internal(
-                    "a correlated subquery was evaluated outside its query".into(),
+                return Err(Error::FeatureNotSupported(
+                    "a correlated subquery here (only in a query's SELECT list or WHERE)".into(),
                 ))
             }
         })

@@ -102,8 +102,23 @@ pub enum Func {
     PgEncodingToChar,
     /// `pg_table_is_visible(oid)`: whether the search path reaches the relation
     PgTableIsVisible,
-    /// `array_to_string(array, sep)` (arrays are not stored yet: only NULL and text pass)
+    /// `array_to_string(array, sep)` over an array's text form (bini has no array type yet;
+    /// `ARRAY(SELECT …)` and catalog columns give arrays as Postgres array literals)
     ArrayToString,
+    /// `array_upper(array, 1)`: the number of elements (NULL when empty)
+    ArrayUpper,
+    /// `array[i]` (1-based)
+    ArrayElement,
+    /// `x = ANY(array)`
+    ArrayContains,
+    /// `format_type(type oid, typmod)`: the type's SQL name, `character varying(100)`
+    FormatType,
+    /// `pg_get_expr(expr, relation[, pretty])`: catalogs keep expressions as SQL text
+    PgGetExpr,
+    /// `pg_relation_is_publishable(relation)`: bini has no logical replication
+    PgRelationIsPublishable,
+    /// `pg_get_statisticsobjdef_columns(oid)`: bini has no extended statistics
+    PgGetStatisticsObjDefColumns,
 }
 
 /// The oid of the one role, `root` (Postgres's bootstrap superuser has oid 10).
@@ -155,6 +170,11 @@ impl Func {
             "pg_encoding_to_char" => PgEncodingToChar,
             "pg_table_is_visible" => PgTableIsVisible,
             "array_to_string" => ArrayToString,
+            "array_upper" => ArrayUpper,
+            "format_type" => FormatType,
+            "pg_get_expr" => PgGetExpr,
+            "pg_relation_is_publishable" => PgRelationIsPublishable,
+            "pg_get_statisticsobjdef_columns" => PgGetStatisticsObjDefColumns,
             "current_database" => CurrentDatabase,
             _ => return None,
         })
@@ -165,7 +185,13 @@ impl Func {
         use Func::*;
         match self {
             Random | GenRandomUuid | Version | CurrentDatabase => (0, Some(0)),
-            PgGetUserById | PgEncodingToChar | PgTableIsVisible => (1, Some(1)),
+            PgGetUserById
+            | PgEncodingToChar
+            | PgTableIsVisible
+            | PgRelationIsPublishable
+            | PgGetStatisticsObjDefColumns => (1, Some(1)),
+            ArrayUpper | ArrayElement | ArrayContains | FormatType => (2, Some(2)),
+            PgGetExpr => (2, Some(3)),
             RegexMatch | RegexIMatch | ArrayToString => (2, Some(2)),
             Lower | Upper | Length | Trim | Ltrim | Rtrim | Reverse | Abs | Ceil | Floor | Sqrt
             | Sign | Trunc | JsonbTypeof => (1, Some(1)),
@@ -203,10 +229,37 @@ impl Func {
         use Func::*;
         let first = args.first().cloned().unwrap_or(Type::Unknown);
         match self {
-            Lower | Upper | Substr | Trim | Ltrim | Rtrim | Replace | Concat | Left | Right
-            | Repeat | Reverse | SplitPart | Lpad | Rpad | Version | CurrentDatabase
-            | JsonbTypeof | PgGetUserById | PgEncodingToChar | ArrayToString => Type::TEXT,
-            RegexMatch | RegexIMatch | PgTableIsVisible => Type::Bool,
+            Lower
+            | Upper
+            | Substr
+            | Trim
+            | Ltrim
+            | Rtrim
+            | Replace
+            | Concat
+            | Left
+            | Right
+            | Repeat
+            | Reverse
+            | SplitPart
+            | Lpad
+            | Rpad
+            | Version
+            | CurrentDatabase
+            | JsonbTypeof
+            | PgGetUserById
+            | PgEncodingToChar
+            | ArrayToString
+            | ArrayElement
+            | FormatType
+            | PgGetExpr
+            | PgGetStatisticsObjDefColumns => Type::TEXT,
+            RegexMatch
+            | RegexIMatch
+            | PgTableIsVisible
+            | ArrayContains
+            | PgRelationIsPublishable => Type::Bool,
+            ArrayUpper => Type::Int4,
             Length | Strpos => Type::Int8,
             Abs | Ceil | Floor | Trunc | Mod | Sign => match first {
                 Type::Int2 | Type::Int4 => Type::Int8,
@@ -551,10 +604,52 @@ pub fn call(f: Func, args: Vec<Datum>) -> Result<Datum> {
             .into(),
         ),
         PgTableIsVisible => Bool(true),
-        ArrayToString => match &args[0] {
-            String(x) => String(x.clone()),
+        ArrayToString => match (&args[0], &args[1]) {
+            (String(x), String(sep)) => String(
+                parse_array(x)?
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(sep),
+            ),
             _ => return Err(arg_err(f, &args)),
         },
+        ArrayUpper => match &args[0] {
+            String(x) => match parse_array(x)?.len() {
+                0 => Null,
+                n => Int(n as i64),
+            },
+            _ => return Err(arg_err(f, &args)),
+        },
+        ArrayElement => match (&args[0], int_arg(&args[1])) {
+            (String(x), Some(i)) => usize::try_from(i - 1)
+                .ok()
+                .and_then(|i| parse_array(x).ok()?.into_iter().nth(i)?)
+                .map(String)
+                .unwrap_or(Null),
+            _ => return Err(arg_err(f, &args)),
+        },
+        ArrayContains => match &args[0] {
+            String(x) => {
+                let needle = args[1].to_string();
+                let items = parse_array(x)?;
+                if items.iter().any(|i| i.as_deref() == Some(needle.as_str())) {
+                    Bool(true)
+                } else if items.iter().any(Option::is_none) {
+                    Null
+                } else {
+                    Bool(false)
+                }
+            }
+            _ => return Err(arg_err(f, &args)),
+        },
+        FormatType => match int_arg(&args[0]).and_then(|o| u32::try_from(o).ok()) {
+            Some(oid) => String(format_type(oid, int_arg(&args[1]).unwrap_or(-1))),
+            None => return Err(arg_err(f, &args)),
+        },
+        PgGetExpr => String(args[0].to_string()),
+        PgRelationIsPublishable => Bool(false),
+        PgGetStatisticsObjDefColumns => Null,
         Coalesce | Concat | Nullif | Greatest | Least | Random | GenRandomUuid | Version
         | CurrentDatabase => unreachable!("handled above"),
     })
@@ -910,6 +1005,76 @@ pub fn decimal_avg(sum: Decimal, count: i64) -> Result<Decimal> {
     sum.checked_div(Decimal::from(count))
         .map(|d| d.round_dp(16).normalize())
         .ok_or_else(|| Error::NumericOutOfRange("numeric value out of range".into()))
+}
+
+/// The elements of a one-dimensional array literal (`{a,"b c",NULL}`; NULL is `None`).
+pub fn parse_array(text: &str) -> Result<Vec<Option<std::string::String>>> {
+    let bad = || Error::InvalidTextRepresentation(format!("malformed array literal: \"{text}\""));
+    let inner = text
+        .trim()
+        .strip_prefix('{')
+        .and_then(|t| t.strip_suffix('}'))
+        .ok_or_else(bad)?;
+    let mut out = Vec::new();
+    let mut chars = inner.chars().peekable();
+    while chars.peek().is_some() {
+        let mut item = std::string::String::new();
+        let mut quoted = false;
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.peek() == Some(&'"') {
+            quoted = true;
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('\\') => item.push(chars.next().ok_or_else(bad)?),
+                    Some('"') => break,
+                    Some(c) => item.push(c),
+                    None => return Err(bad()),
+                }
+            }
+        }
+        while let Some(&c) = chars.peek() {
+            chars.next();
+            if c == ',' {
+                break;
+            }
+            if quoted && !c.is_whitespace() {
+                return Err(bad());
+            }
+            item.push(c);
+        }
+        let item = if quoted {
+            item
+        } else {
+            item.trim().to_string()
+        };
+        out.push((quoted || !item.eq_ignore_ascii_case("null")).then_some(item));
+    }
+    Ok(out)
+}
+
+/// The SQL name of the type with this oid and modifier, as Postgres's `format_type` spells it.
+fn format_type(oid: u32, typmod: i64) -> std::string::String {
+    let name = match oid {
+        1043 => "character varying",
+        1042 => "character",
+        19 => "name",
+        26 => "oid",
+        _ => match Type::from_oid(oid) {
+            Some(ty) => ty.pg_name(),
+            None => return "???".into(),
+        },
+    };
+    match oid {
+        1043 | 1042 if typmod >= 4 => format!("{name}({})", typmod - 4),
+        1700 if typmod >= 4 => {
+            let t = typmod - 4;
+            format!("{name}({},{})", (t >> 16) & 0xffff, t & 0xffff)
+        }
+        _ => name.to_string(),
+    }
 }
 
 /// Values as Postgres prints a one-dimensional array: `{a,"b c",NULL}`. bini has no array

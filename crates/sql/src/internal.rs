@@ -79,6 +79,10 @@ pub async fn table(
         (PG_CATALOG, "pg_index") => pg_index(ctx).await.map(Some),
         (PG_CATALOG, "pg_indexes") => pg_indexes(ctx).await.map(Some),
         (PG_CATALOG, "pg_roles" | "pg_user" | "pg_authid") => Ok(Some(pg_roles())),
+        (PG_CATALOG, "pg_attribute") => pg_attribute(ctx).await.map(Some),
+        (PG_CATALOG, "pg_attrdef") => pg_attrdef(ctx).await.map(Some),
+        (PG_CATALOG, "pg_constraint") => pg_constraint(ctx).await.map(Some),
+        (PG_CATALOG, "pg_type") => Ok(Some(pg_type())),
         (PG_CATALOG, "pg_auth_members") => Ok(Some((
             vec![
                 column("roleid", Type::Int8),
@@ -90,8 +94,12 @@ pub async fn table(
         ))),
         (PG_CATALOG, "pg_am") => Ok(Some((
             vec![column("oid", Type::Int8), column("amname", Type::TEXT)],
-            vec![vec![Datum::Int(2), Datum::String("heap".into())]],
+            vec![
+                vec![Datum::Int(2), Datum::String("heap".into())],
+                vec![Datum::Int(403), Datum::String("btree".into())],
+            ],
         ))),
+        (PG_CATALOG, name) => Ok(empty_pg_table(name)),
         _ => Ok(None),
     }
 }
@@ -244,6 +252,306 @@ async fn pg_database(ctx: &mut Context<'_>) -> Result<(Vec<Column>, Vec<Row>)> {
     Ok((columns, rows))
 }
 
+/// Catalogs of features bini does not have (collations beyond the default, row-level security,
+/// extended statistics, logical replication, inheritance, triggers, tablespaces): they exist,
+/// with Postgres's columns, and are empty.
+fn empty_pg_table(name: &str) -> Option<(Vec<Column>, Vec<Row>)> {
+    use Type as T;
+    let cols: &[(&str, Type)] = match name {
+        "pg_collation" => &[
+            ("oid", T::Int8),
+            ("collname", T::TEXT),
+            ("collnamespace", T::Int8),
+        ],
+        "pg_policy" => &[
+            ("oid", T::Int8),
+            ("polname", T::TEXT),
+            ("polrelid", T::Int8),
+            ("polcmd", T::TEXT),
+            ("polpermissive", T::Bool),
+            ("polroles", T::TEXT),
+            ("polqual", T::TEXT),
+            ("polwithcheck", T::TEXT),
+        ],
+        "pg_statistic_ext" => &[
+            ("oid", T::Int8),
+            ("stxrelid", T::Int8),
+            ("stxname", T::TEXT),
+            ("stxnamespace", T::Int8),
+            ("stxstattarget", T::Int4),
+            ("stxkind", T::TEXT),
+        ],
+        "pg_publication" => &[
+            ("oid", T::Int8),
+            ("pubname", T::TEXT),
+            ("puballtables", T::Bool),
+        ],
+        "pg_publication_namespace" => {
+            &[("oid", T::Int8), ("pnpubid", T::Int8), ("pnnspid", T::Int8)]
+        }
+        "pg_publication_rel" => &[
+            ("oid", T::Int8),
+            ("prpubid", T::Int8),
+            ("prrelid", T::Int8),
+            ("prqual", T::TEXT),
+            ("prattrs", T::TEXT),
+        ],
+        "pg_inherits" => &[
+            ("inhrelid", T::Int8),
+            ("inhparent", T::Int8),
+            ("inhseqno", T::Int4),
+            ("inhdetachpending", T::Bool),
+        ],
+        "pg_trigger" => &[
+            ("oid", T::Int8),
+            ("tgrelid", T::Int8),
+            ("tgparentid", T::Int8),
+            ("tgname", T::TEXT),
+            ("tgenabled", T::TEXT),
+            ("tgisinternal", T::Bool),
+        ],
+        "pg_tablespace" => &[("oid", T::Int8), ("spcname", T::TEXT)],
+        _ => return None,
+    };
+    Some((
+        cols.iter().map(|(n, t)| column(n, t.clone())).collect(),
+        Vec::new(),
+    ))
+}
+
+/// A column's type modifier as Postgres stores it (`atttypmod`): length + 4, or
+/// (precision << 16 | scale) + 4; -1 for none.
+fn typmod(ty: &Type) -> i64 {
+    match ty {
+        Type::String {
+            max_len: Some(n), ..
+        } => i64::from(*n) + 4,
+        Type::Decimal {
+            precision: Some(p),
+            scale,
+        } => ((i64::from(*p) << 16) | i64::from(scale.unwrap_or(0))) + 4,
+        _ => -1,
+    }
+}
+
+/// `pg_attribute`: the visible columns of the current database's tables, numbered from 1.
+async fn pg_attribute(ctx: &mut Context<'_>) -> Result<(Vec<Column>, Vec<Row>)> {
+    let columns = vec![
+        column("attrelid", Type::Int8),
+        column("attname", Type::TEXT),
+        column("atttypid", Type::Int8),
+        column("atttypmod", Type::Int4),
+        column("attnum", Type::Int2),
+        column("atthasdef", Type::Bool),
+        column("attnotnull", Type::Bool),
+        column("attcollation", Type::Int8),
+        column("attidentity", Type::TEXT),
+        column("attgenerated", Type::TEXT),
+        column("attisdropped", Type::Bool),
+    ];
+    let mut rows = Vec::new();
+    for t in current_tables(ctx).await? {
+        for (i, c) in t.columns.iter().filter(|c| !c.hidden).enumerate() {
+            rows.push(vec![
+                Datum::Int(t.id as i64),
+                Datum::String(c.name.clone()),
+                Datum::Int(i64::from(c.ty.oid())),
+                Datum::Int(typmod(&c.ty)),
+                Datum::Int(i as i64 + 1),
+                Datum::Bool(c.default.is_some()),
+                Datum::Bool(!c.nullable),
+                Datum::Int(0),
+                Datum::String(String::new()),
+                Datum::String(String::new()),
+                Datum::Bool(false),
+            ]);
+        }
+    }
+    Ok((columns, rows))
+}
+
+/// `pg_attrdef`: column defaults, as SQL text (which `pg_get_expr` returns as it is).
+async fn pg_attrdef(ctx: &mut Context<'_>) -> Result<(Vec<Column>, Vec<Row>)> {
+    let columns = vec![
+        column("oid", Type::Int8),
+        column("adrelid", Type::Int8),
+        column("adnum", Type::Int2),
+        column("adbin", Type::TEXT),
+    ];
+    let mut rows = Vec::new();
+    for t in current_tables(ctx).await? {
+        for (i, c) in t.columns.iter().filter(|c| !c.hidden).enumerate() {
+            if let Some(d) = &c.default {
+                rows.push(vec![
+                    Datum::Int(constraint_oid(t.id, 2048 + i as u32)),
+                    Datum::Int(t.id as i64),
+                    Datum::Int(i as i64 + 1),
+                    Datum::String(d.clone()),
+                ]);
+            }
+        }
+    }
+    Ok((columns, rows))
+}
+
+/// A constraint's oid: the table's `n`th (index id for key constraints, 1024 + position for
+/// checks).
+fn constraint_oid(table_id: u32, n: u32) -> i64 {
+    (3i64 << 30) + (table_id as i64) * 4096 + n as i64
+}
+
+/// A table's constraints: (oid, name, contype, index oid or 0, definition).
+fn constraints(t: &TableDesc) -> Vec<(i64, String, &'static str, i64, String)> {
+    let cols = |idx: &IndexDesc| {
+        t.index_positions(idx)
+            .into_iter()
+            .map(|i| t.columns[i].name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut out = Vec::new();
+    for (idx, primary) in indexes(t) {
+        if primary || idx.unique {
+            let (kind, what) = if primary {
+                ("p", "PRIMARY KEY")
+            } else {
+                ("u", "UNIQUE")
+            };
+            out.push((
+                constraint_oid(t.id, idx.id),
+                idx.name.clone(),
+                kind,
+                index_oid(t.id, idx.id),
+                format!("{what} ({})", cols(idx)),
+            ));
+        }
+    }
+    for (i, c) in t.checks.iter().enumerate() {
+        out.push((
+            constraint_oid(t.id, 1024 + i as u32),
+            c.name.clone(),
+            "c",
+            0,
+            format!("CHECK ({})", c.expr),
+        ));
+    }
+    out
+}
+
+/// `pg_constraint`: primary keys, unique constraints and checks.
+async fn pg_constraint(ctx: &mut Context<'_>) -> Result<(Vec<Column>, Vec<Row>)> {
+    let columns = vec![
+        column("oid", Type::Int8),
+        column("conname", Type::TEXT),
+        column("connamespace", Type::Int8),
+        column("contype", Type::TEXT),
+        column("condeferrable", Type::Bool),
+        column("condeferred", Type::Bool),
+        column("conrelid", Type::Int8),
+        column("conindid", Type::Int8),
+        column("conparentid", Type::Int8),
+        column("confrelid", Type::Int8),
+    ];
+    let mut rows = Vec::new();
+    for t in current_tables(ctx).await? {
+        for (oid, name, kind, index, _) in constraints(&t) {
+            rows.push(vec![
+                Datum::Int(oid),
+                Datum::String(name),
+                Datum::Int(PUBLIC_OID),
+                Datum::String(kind.into()),
+                Datum::Bool(false),
+                Datum::Bool(false),
+                Datum::Int(t.id as i64),
+                Datum::Int(index),
+                Datum::Int(0),
+                Datum::Int(0),
+            ]);
+        }
+    }
+    Ok((columns, rows))
+}
+
+/// Constraint oid → definition (`pg_get_constraintdef`), for the current database.
+pub async fn constraint_definitions(ctx: &mut Context<'_>) -> Result<Vec<(i64, String)>> {
+    Ok(current_tables(ctx)
+        .await?
+        .iter()
+        .flat_map(|t| constraints(t).into_iter().map(|(oid, .., def)| (oid, def)))
+        .collect())
+}
+
+/// Index oid → `CREATE INDEX` statement (`pg_get_indexdef`), for the current database.
+pub async fn index_definitions(ctx: &mut Context<'_>) -> Result<Vec<(i64, String)>> {
+    let mut out = Vec::new();
+    for t in current_tables(ctx).await? {
+        for (idx, _) in indexes(&t) {
+            out.push((index_oid(t.id, idx.id), index_definition(&t, idx)));
+        }
+    }
+    Ok(out)
+}
+
+fn index_definition(t: &TableDesc, idx: &IndexDesc) -> String {
+    let cols: Vec<&str> = t
+        .index_positions(idx)
+        .into_iter()
+        .map(|i| t.columns[i].name.as_str())
+        .collect();
+    format!(
+        "CREATE {}INDEX {} ON public.{} USING btree ({})",
+        if idx.unique { "UNIQUE " } else { "" },
+        idx.name,
+        t.name,
+        cols.join(", ")
+    )
+}
+
+/// `pg_type`: the types bini has.
+fn pg_type() -> (Vec<Column>, Vec<Row>) {
+    let columns = vec![
+        column("oid", Type::Int8),
+        column("typname", Type::TEXT),
+        column("typnamespace", Type::Int8),
+        column("typcollation", Type::Int8),
+        column("typtype", Type::TEXT),
+    ];
+    let names: &[(i64, &str, i64)] = &[
+        (16, "bool", 0),
+        (17, "bytea", 0),
+        (19, "name", 950),
+        (20, "int8", 0),
+        (21, "int2", 0),
+        (23, "int4", 0),
+        (25, "text", 100),
+        (26, "oid", 0),
+        (700, "float4", 0),
+        (701, "float8", 0),
+        (1042, "bpchar", 100),
+        (1043, "varchar", 100),
+        (1082, "date", 0),
+        (1114, "timestamp", 0),
+        (1184, "timestamptz", 0),
+        (1186, "interval", 0),
+        (1700, "numeric", 0),
+        (2950, "uuid", 0),
+        (3802, "jsonb", 0),
+    ];
+    let rows = names
+        .iter()
+        .map(|(oid, name, coll)| {
+            vec![
+                Datum::Int(*oid),
+                Datum::String((*name).into()),
+                Datum::Int(PG_CATALOG_OID),
+                Datum::Int(*coll),
+                Datum::String("b".into()),
+            ]
+        })
+        .collect();
+    (columns, rows)
+}
+
 /// The roles: bini has one user so far, `root`, a superuser.
 fn pg_roles() -> (Vec<Column>, Vec<Row>) {
     let flags = [
@@ -304,24 +612,48 @@ async fn pg_class(ctx: &mut Context<'_>) -> Result<(Vec<Column>, Vec<Row>)> {
         column("relam", Type::Int8),
         column("reltablespace", Type::Int8),
         column("relhasindex", Type::Bool),
+        column("relchecks", Type::Int2),
+        column("relhasrules", Type::Bool),
+        column("relhastriggers", Type::Bool),
+        column("relrowsecurity", Type::Bool),
+        column("relforcerowsecurity", Type::Bool),
+        column("relispartition", Type::Bool),
+        column("reloftype", Type::Int8),
+        column("relpersistence", Type::TEXT),
+        column("relreplident", Type::TEXT),
+        column("reltoastrelid", Type::Int8),
+        column("relpartbound", Type::TEXT),
     ];
     let mut rows = Vec::new();
-    let class = |oid: i64, name: &str, kind: &str, has_index: bool| {
+    let class = |oid: i64, name: &str, kind: &str, has_index: bool, checks: usize| {
+        let f = Datum::Bool(false);
         vec![
             Datum::Int(oid),
             Datum::String(name.into()),
             Datum::Int(PUBLIC_OID),
             Datum::String(kind.into()),
             Datum::Int(crate::functions::ROOT_OID),
-            Datum::Int(2),
+            Datum::Int(if kind == "i" { 403 } else { 2 }),
             Datum::Int(0),
             Datum::Bool(has_index),
+            Datum::Int(checks as i64),
+            f.clone(),
+            f.clone(),
+            f.clone(),
+            f.clone(),
+            f,
+            Datum::Int(0),
+            Datum::String("p".into()),
+            Datum::String("d".into()),
+            Datum::Int(0),
+            Datum::Null,
         ]
     };
     for t in current_tables(ctx).await? {
-        rows.push(class(t.id as i64, &t.name, "r", true));
+        let has_index = indexes(&t).next().is_some();
+        rows.push(class(t.id as i64, &t.name, "r", has_index, t.checks.len()));
         for (idx, _) in indexes(&t) {
-            rows.push(class(index_oid(t.id, idx.id), &idx.name, "i", false));
+            rows.push(class(index_oid(t.id, idx.id), &idx.name, "i", false, 0));
         }
     }
     Ok((columns, rows))
@@ -333,6 +665,9 @@ async fn pg_index(ctx: &mut Context<'_>) -> Result<(Vec<Column>, Vec<Row>)> {
         column("indrelid", Type::Int8),
         column("indisunique", Type::Bool),
         column("indisprimary", Type::Bool),
+        column("indisclustered", Type::Bool),
+        column("indisvalid", Type::Bool),
+        column("indisreplident", Type::Bool),
     ];
     let mut rows = Vec::new();
     for t in current_tables(ctx).await? {
@@ -342,6 +677,9 @@ async fn pg_index(ctx: &mut Context<'_>) -> Result<(Vec<Column>, Vec<Row>)> {
                 Datum::Int(t.id as i64),
                 Datum::Bool(idx.unique),
                 Datum::Bool(primary),
+                Datum::Bool(false),
+                Datum::Bool(true),
+                Datum::Bool(false),
             ]);
         }
     }
@@ -369,18 +707,7 @@ async fn pg_indexes(ctx: &mut Context<'_>) -> Result<(Vec<Column>, Vec<Row>)> {
     let mut rows = Vec::new();
     for t in current_tables(ctx).await? {
         for (idx, _) in indexes(&t) {
-            let cols: Vec<&str> = t
-                .index_positions(idx)
-                .into_iter()
-                .map(|i| t.columns[i].name.as_str())
-                .collect();
-            let def = format!(
-                "CREATE {}INDEX {} ON public.{} USING btree ({})",
-                if idx.unique { "UNIQUE " } else { "" },
-                idx.name,
-                t.name,
-                cols.join(", ")
-            );
+            let def = index_definition(&t, idx);
             rows.push(vec![
                 Datum::String("public".into()),
                 Datum::String(t.name.clone()),

@@ -130,6 +130,11 @@ pub enum Node {
         /// The rows.
         rows: Vec<Row>,
     },
+    /// `generate_series(start, stop[, step])`: integers, computed when run.
+    Series {
+        /// Start, stop and step.
+        args: Vec<Expr>,
+    },
     /// Rows for which the predicate is true.
     Filter {
         /// Input.
@@ -211,6 +216,7 @@ impl Node {
             Node::Scan { filter, .. } => filter.iter_mut().for_each(f),
             Node::Values { rows } => rows.iter_mut().flatten().for_each(f),
             Node::Rows { .. } => {}
+            Node::Series { args } => args.iter_mut().for_each(f),
             Node::Filter { input, predicate } => {
                 f(predicate);
                 input.map_exprs(f);
@@ -323,6 +329,45 @@ fn subquery_value(kind: &SubqueryKind, rows: Vec<Row>, row: &[Datum]) -> Result<
                 .map(|r| r.into_iter().next().unwrap_or(Datum::Null)),
         )),
     })
+}
+
+/// The most rows `generate_series` makes (they are built in memory).
+const MAX_SERIES: usize = 1_000_000;
+
+/// The rows of `generate_series(start, stop[, step])` (none when an argument is NULL).
+fn series(args: &[Expr]) -> Result<Vec<Row>> {
+    let mut values = Vec::new();
+    for a in args {
+        values.push(match crate::expr::cast(a.eval(&[])?, &Type::Int8)? {
+            Datum::Int(i) => Some(i),
+            _ => None,
+        });
+    }
+    let (start, stop, step) = match values.as_slice() {
+        [a, b] => (*a, *b, Some(1)),
+        [a, b, c] => (*a, *b, *c),
+        _ => return Err(Error::Internal("generate_series arguments".into())),
+    };
+    let mut rows = Vec::new();
+    if let (Some(start), Some(stop), Some(step)) = (start, stop, step) {
+        if step == 0 {
+            return Err(Error::InvalidParameterValue(
+                "step size cannot equal zero".into(),
+            ));
+        }
+        let count = (i128::from(stop) - i128::from(start)) / i128::from(step) + 1;
+        if count > MAX_SERIES as i128 {
+            return Err(Error::ProgramLimitExceeded(format!(
+                "generate_series() of more than {MAX_SERIES} rows"
+            )));
+        }
+        let mut v = i128::from(start);
+        for _ in 0..count.max(0) {
+            rows.push(vec![Datum::Int(v as i64)]);
+            v += i128::from(step);
+        }
+    }
+    Ok(rows)
 }
 
 /// A boxed future, for recursion over the plan tree.
@@ -485,6 +530,7 @@ pub fn execute<'a>(node: &'a Node, txn: &'a mut Txn) -> BoxFuture<'a, Result<Vec
                 .map(|r| r.iter().map(|e| e.eval(&[])).collect::<Result<Row>>())
                 .collect::<Result<_>>()?,
             Node::Rows { rows } => rows.clone(),
+            Node::Series { args } => series(args)?,
             Node::Filter { input, predicate } => {
                 let rows = execute(input, txn).await?;
                 let correlated = predicate.has_subquery();

@@ -1515,6 +1515,7 @@ fn explain(node: &crate::plan::Node, depth: usize, out: &mut Vec<String>) {
         }
         N::Values { rows } => format!("values ({} rows)", rows.len()),
         N::Rows { rows } => format!("rows ({} rows)", rows.len()),
+        N::Series { .. } => "generate_series".to_string(),
         N::Filter { .. } => "filter".into(),
         N::Project { .. } => "render".into(),
         N::Aggregate { group_by, .. } => format!("group ({} keys)", group_by.len()),

@@ -396,6 +396,26 @@ impl Context<'_> {
                 };
                 self.bind(&e, scope).await?
             }
+            // `x = ANY(array)`, over an array's text form.
+            E::AnyOp {
+                left,
+                compare_op: ast::BinaryOperator::Eq,
+                right,
+                ..
+            } => {
+                let x = self.bind(left, scope).await?;
+                let arr = self.bind(right, scope).await?;
+                fold(Expr::Call(Func::ArrayContains, vec![arr, x]))?
+            }
+            // `array[i]`.
+            E::CompoundFieldAccess { root, access_chain } => match access_chain.as_slice() {
+                [ast::AccessExpr::Subscript(ast::Subscript::Index { index })] => {
+                    let arr = self.bind(root, scope).await?;
+                    let i = self.bind(index, scope).await?;
+                    fold(Expr::Call(Func::ArrayElement, vec![arr, i]))?
+                }
+                _ => return Err(Error::FeatureNotSupported(format!("expression {e}"))),
+            },
             // Collations: bini compares strings bytewise whatever the collation named.
             E::Collate { expr, .. } => self.bind(expr, scope).await?,
             E::BinaryOp { left, op, right } => {
@@ -793,6 +813,27 @@ impl Context<'_> {
             }
         }
         match name.as_str() {
+            // Definitions the catalog holds: a CASE over the current database's objects.
+            "pg_get_indexdef" | "pg_get_constraintdef" if !args.is_empty() => {
+                let defs = if name == "pg_get_indexdef" {
+                    crate::internal::index_definitions(self).await?
+                } else {
+                    crate::internal::constraint_definitions(self).await?
+                };
+                return Ok(Expr::Case {
+                    operand: Some(Box::new(args.swap_remove(0))),
+                    whens: defs
+                        .into_iter()
+                        .map(|(oid, def)| {
+                            (
+                                Expr::Literal(Datum::Int(oid)),
+                                Expr::Literal(Datum::String(def)),
+                            )
+                        })
+                        .collect(),
+                    otherwise: None,
+                });
+            }
             "now" | "current_timestamp" | "transaction_timestamp" | "statement_timestamp" => {
                 return Ok(Expr::Literal(Datum::TimestampTz(self.now)))
             }

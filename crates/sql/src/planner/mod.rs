@@ -248,9 +248,24 @@ pub fn sql_type(dt: &ast::DataType) -> Result<Type> {
         D::Interval { .. } => Type::Interval,
         D::Uuid => Type::Uuid,
         D::JSONB | D::JSON => Type::Jsonb,
+        // Arrays are carried as their text form.
+        D::Array(_) => Type::TEXT,
         D::Custom(name, _) => {
             let n = name.to_string().to_lowercase();
-            match n.as_str() {
+            let n = n
+                .strip_prefix("pg_catalog.")
+                .unwrap_or(&n)
+                .trim_matches('"');
+            match n {
+                "text" | "name" | "char" | "varchar" => Type::TEXT,
+                "bool" => Type::Bool,
+                "int2" => Type::Int2,
+                "int4" => Type::Int4,
+                "int8" => Type::Int8,
+                // Object identifiers are numbers here (an oid prints as its number).
+                "oid" | "regclass" | "regtype" | "regnamespace" | "regproc" | "regrole" => {
+                    Type::Int8
+                }
                 "serial" | "serial8" | "bigserial" | "int64" => Type::Int8,
                 "serial4" => Type::Int4,
                 "serial2" | "smallserial" => Type::Int2,

@@ -806,46 +806,20 @@ impl Context<'_> {
         if fname != "generate_series" {
             return Err(Error::UndefinedFunction(format!("{fname}()")));
         }
-        let mut values = Vec::new();
+        let mut bound = Vec::new();
         for a in args {
             let ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(x)) = a else {
                 return Err(Error::FeatureNotSupported(format!("argument {a}")));
             };
             self.hint(x, &Type::Int8);
-            let e = self.bind(x, &Scope::default()).await?;
-            values.push(match crate::expr::cast(e.eval(&[])?, &Type::Int8)? {
-                Datum::Int(i) => Some(i),
-                _ => None,
-            });
+            // Arguments may name columns of the query around a subquery (computed per row).
+            bound.push(self.bind(x, &Scope::default()).await?);
         }
-        let (start, stop, step) = match values.as_slice() {
-            [a, b] => (*a, *b, Some(1)),
-            [a, b, c] => (*a, *b, *c),
-            _ => {
-                return Err(Error::UndefinedFunction(format!(
-                    "generate_series() with {} arguments",
-                    values.len()
-                )))
-            }
-        };
-        let mut rows = Vec::new();
-        if let (Some(start), Some(stop), Some(step)) = (start, stop, step) {
-            if step == 0 {
-                return Err(Error::InvalidParameterValue(
-                    "step size cannot equal zero".into(),
-                ));
-            }
-            let count = (i128::from(stop) - i128::from(start)) / i128::from(step) + 1;
-            if count > MAX_SERIES as i128 {
-                return Err(Error::ProgramLimitExceeded(format!(
-                    "generate_series() of more than {MAX_SERIES} rows"
-                )));
-            }
-            let mut v = i128::from(start);
-            for _ in 0..count.max(0) {
-                rows.push(vec![Datum::Int(v as i64)]);
-                v += i128::from(step);
-            }
+        if !(2..=3).contains(&bound.len()) {
+            return Err(Error::UndefinedFunction(format!(
+                "generate_series() with {} arguments",
+                bound.len()
+            )));
         }
         let table = alias
             .map(|a| ident(&a.name))
@@ -857,16 +831,16 @@ impl Context<'_> {
             .unwrap_or(fname);
         let columns = vec![Column {
             name: column,
-            table: None,
+            table: Some(table),
             ty: Type::Int8,
             hidden: false,
         }];
-        Ok(rows_named(table, columns, rows))
+        Ok(Planned {
+            node: Node::Series { args: bound },
+            columns,
+        })
     }
 }
-
-/// The most rows `generate_series` makes (they are built in memory).
-const MAX_SERIES: usize = 1_000_000;
 
 /// Rows computed before the query (a CTE's, a virtual table's) read as table `table`.
 fn rows_named(table: String, columns: Vec<Column>, rows: Vec<Vec<Datum>>) -> Planned {
