@@ -563,26 +563,15 @@ impl DistSender {
         let mut start = r.key.clone();
         let mut succeeded = false;
         while start < end {
-            let cached = self.range_for(&start).await?;
-            let range_end = std::cmp::min(cached.desc.end_key.clone(), end.clone());
-            let req = Request {
-                kind: Some(request::Kind::ResolveIntent(ResolveIntentRequest {
-                    key: start.clone(),
-                    end_key: range_end.clone(),
-                    ..r.clone()
-                })),
-            };
-            let resp = match self
-                .send_to_range_with_retry(&start, header, vec![req], false)
-                .await
-            {
-                Ok(mut r) => r.pop().unwrap_or_default(),
-                Err(Error::KeyOutOfRange { .. }) => {
-                    self.cache.evict(&cached.desc);
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
+            let (resp, range_end) = self
+                .send_range_piece(header, &start, &end, |from, to| {
+                    request::Kind::ResolveIntent(ResolveIntentRequest {
+                        key: from.to_vec(),
+                        end_key: to.to_vec(),
+                        ..r.clone()
+                    })
+                })
+                .await?;
             succeeded |= resp.succeeded;
             start = if resp.resume_key.is_empty() {
                 range_end
@@ -594,6 +583,33 @@ impl DistSender {
             succeeded,
             ..Default::default()
         })
+    }
+
+    /// Sends the request `piece(start, range_end)` for the part of `[start, end)` in the range
+    /// holding `start`; returns its answer and `range_end`. A range that turns out to have
+    /// split is looked up again.
+    async fn send_range_piece(
+        &self,
+        header: &BatchHeader,
+        start: &[u8],
+        end: &[u8],
+        piece: impl Fn(&[u8], &[u8]) -> request::Kind,
+    ) -> Result<(Response, Vec<u8>)> {
+        loop {
+            let cached = self.range_for(start).await?;
+            let range_end = std::cmp::min(cached.desc.end_key.as_slice(), end).to_vec();
+            let req = Request {
+                kind: Some(piece(start, &range_end)),
+            };
+            match self
+                .send_to_range_with_retry(start, header, vec![req], false)
+                .await
+            {
+                Ok(mut r) => return Ok((r.pop().unwrap_or_default(), range_end)),
+                Err(Error::KeyOutOfRange { .. }) => self.cache.evict(&cached.desc),
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// The id of the cached range holding `key`, if the cache knows it (no lookup).
@@ -621,26 +637,16 @@ impl DistSender {
         };
         let mut resume_key = Vec::new();
         while start < end && rows.len() < limit {
-            let cached = self.range_for(&start).await?;
-            let range_end = std::cmp::min(cached.desc.end_key.clone(), end.clone());
-            let req = Request {
-                kind: Some(request::Kind::Scan(ScanRequest {
-                    start_key: start.clone(),
-                    end_key: range_end.clone(),
-                    limit: (limit - rows.len()).min(u64::MAX as usize) as u64,
-                })),
-            };
-            let resp = match self
-                .send_to_range_with_retry(&start, header, vec![req], false)
-                .await
-            {
-                Ok(mut r) => r.pop().unwrap_or_default(),
-                Err(Error::KeyOutOfRange { .. }) => {
-                    self.cache.evict(&cached.desc);
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
+            let left = (limit - rows.len()).min(u64::MAX as usize) as u64;
+            let (resp, range_end) = self
+                .send_range_piece(header, &start, &end, |from, to| {
+                    request::Kind::Scan(ScanRequest {
+                        start_key: from.to_vec(),
+                        end_key: to.to_vec(),
+                        limit: left,
+                    })
+                })
+                .await?;
             rows.extend(resp.rows);
             if !resp.resume_key.is_empty() {
                 resume_key = resp.resume_key;

@@ -24,7 +24,7 @@
 //! removes it (ABORTED), or moves it to a later timestamp (PENDING, after a push).
 
 use bini_proto::{StoredIntent, TxnMeta, TxnRecord, TxnStatus};
-use bini_storage::{Cf, Reader, WriteBatch};
+use bini_storage::{Cf, EngineIterator, Reader, WriteBatch};
 use prost::Message as _;
 
 use crate::encoding::{
@@ -90,6 +90,19 @@ impl<'a> ReadOptions<'a> {
             _ => false,
         }
     }
+}
+
+/// An iterator over every slot of the user keys in `[start, end)` (an empty `end`: no upper
+/// bound), positioned at the first.
+fn span_iter<'a>(reader: &'a dyn Reader, start: &[u8], end: &[u8]) -> Box<dyn EngineIterator + 'a> {
+    let upper = if end.is_empty() {
+        Vec::new()
+    } else {
+        encode_key(end)
+    };
+    let mut it = reader.iter(Cf::Data, &encode_key(start), &upper);
+    it.seek_to_first();
+    it
 }
 
 /// The timestamp of a transaction's provisional writes.
@@ -182,15 +195,8 @@ pub fn mvcc_scan_with(
     opts: &ReadOptions<'_>,
     limit: usize,
 ) -> Result<Vec<KeyValue>> {
-    let lower = encode_key(start);
-    let upper = if end.is_empty() {
-        Vec::new()
-    } else {
-        encode_key(end)
-    };
     let (ts, max) = (opts.ts, opts.limit());
-    let mut it = reader.iter(Cf::Data, &lower, &upper);
-    it.seek_to_first();
+    let mut it = span_iter(reader, start, end);
     let mut out = Vec::new();
     while out.len() < limit && it.valid()? {
         let (key, slot, _) = decode_key(it.key())?;
@@ -373,13 +379,7 @@ pub fn mvcc_resolve_span(
     status: TxnStatus,
     ts: Timestamp,
 ) -> Result<(usize, Option<Vec<u8>>)> {
-    let upper = if end.is_empty() {
-        Vec::new()
-    } else {
-        encode_key(end)
-    };
-    let mut it = reader.iter(Cf::Data, &encode_key(start), &upper);
-    it.seek_to_first();
+    let mut it = span_iter(reader, start, end);
     let (mut resolved, mut seen) = (0, 0);
     while it.valid()? {
         let (key, slot, _) = decode_key(it.key())?;
@@ -477,13 +477,7 @@ pub fn mvcc_gc_candidates(
     threshold: Timestamp,
     limit: usize,
 ) -> Result<Vec<(Vec<u8>, Timestamp)>> {
-    let upper = if end.is_empty() {
-        Vec::new()
-    } else {
-        encode_key(end)
-    };
-    let mut it = reader.iter(Cf::Data, &encode_key(start), &upper);
-    it.seek_to_first();
+    let mut it = span_iter(reader, start, end);
     let mut out = Vec::new();
     while out.len() < limit && it.valid()? {
         let (key, slot, _) = decode_key(it.key())?;

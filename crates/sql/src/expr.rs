@@ -357,53 +357,16 @@ impl Expr {
     /// correlated subquery's references to this row.
     pub fn remap(&mut self, map: &dyn Fn(usize) -> usize) {
         match self {
-            Expr::Literal(_) | Expr::Outer(..) => {}
             Expr::Column(i) => *i = map(*i),
             Expr::Subquery(sub) => {
-                if let SubqueryKind::In { expr, .. } = &mut sub.kind {
-                    expr.remap(map);
-                }
                 sub.node
                     .map_exprs(&mut |e| e.map_outer(&mut |o| *o = map(*o)));
             }
-            Expr::Binary(_, a, b)
-            | Expr::And(a, b)
-            | Expr::Or(a, b)
-            | Expr::IsDistinct(a, b, _) => {
-                a.remap(map);
-                b.remap(map);
-            }
-            Expr::Neg(a) | Expr::Not(a) | Expr::IsNull(a, _) | Expr::Cast(a, _) => a.remap(map),
-            Expr::InList(a, list, _) => {
-                a.remap(map);
-                list.iter_mut().for_each(|e| e.remap(map));
-            }
-            Expr::Like { expr, pattern, .. } => {
-                expr.remap(map);
-                pattern.remap(map);
-            }
-            Expr::Case {
-                operand,
-                whens,
-                otherwise,
-            } => {
-                if let Some(o) = operand {
-                    o.remap(map);
-                }
-                for (c, r) in whens {
-                    c.remap(map);
-                    r.remap(map);
-                }
-                if let Some(o) = otherwise {
-                    o.remap(map);
-                }
-            }
-            Expr::Call(_, args) => args.iter_mut().for_each(|e| e.remap(map)),
+            _ => {}
         }
+        self.for_each_child(&mut |c| c.remap(map));
     }
-}
 
-impl Expr {
     /// Applies `f` to every outer reference of this expression (not those of subqueries
     /// nested in it: theirs name this level's rows).
     pub fn map_outer(&mut self, f: &mut dyn FnMut(&mut usize)) {
