@@ -39,6 +39,32 @@ fn psql(addr: &str, sql: &str) -> Output {
         .expect("run psql (postgresql-client)")
 }
 
+/// psql's own table layout (not `-A -t`), each line's trailing blanks dropped.
+fn psql_display(addr: &str, cmd: &str) -> String {
+    let (host, port) = addr.rsplit_once(':').expect("host:port");
+    let out = Command::new("psql")
+        .args([
+            "-h",
+            host,
+            "-p",
+            port,
+            "-U",
+            "root",
+            "-d",
+            "defaultdb",
+            "-X",
+        ])
+        .args(["-v", "ON_ERROR_STOP=1", "-c", cmd])
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .expect("run psql (postgresql-client)");
+    assert!(out.status.success(), "{cmd}: {}", text(&out.stderr));
+    text(&out.stdout)
+        .lines()
+        .map(|l| format!("{}\n", l.trim_end()))
+        .collect()
+}
+
 async fn pg_connect_node(c: &Cluster, i: usize) -> tokio_postgres::Client {
     bini_e2e::pg_connect(&bini_e2e::pg_conn_str(&c.nodes[i].addr)).await
 }
@@ -243,6 +269,40 @@ async fn explain_shows_spans_and_show_ranges_lists_a_tables_ranges() {
         "{plan:?}"
     );
 
+    // A range of the primary key reads one span of it, from the bound to the bound.
+    let plan = rows(
+        db.simple_query("explain select * from spans where k > 1 and k <= 5")
+            .await
+            .expect("explain"),
+    );
+    let scan = &plan.last().expect("a scan line")[0];
+    assert!(
+        scan.contains("1 span(s) of index spans_pkey")
+            && scan.contains(&format!("/Table/{re_table}/1/")),
+        "{plan:?}"
+    );
+    // A join on the primary key of the right table looks its rows up.
+    db.batch_execute("create table refs (id int primary key, k int)")
+        .await
+        .expect("refs");
+    let plan = rows(
+        db.simple_query(
+            "explain select * from refs join spans on spans.k = refs.k where refs.id = 3",
+        )
+        .await
+        .expect("explain"),
+    );
+    assert!(
+        plan.len() == 3
+            && plan[1][0]
+                .trim()
+                .starts_with("lookup Inner join: 1 key column(s) of spans@spans_pkey")
+            && plan[2][0]
+                .trim()
+                .starts_with("scan refs: 1 point lookup(s)"),
+        "{plan:?}"
+    );
+
     db.batch_execute("create index spans_v on spans (v)")
         .await
         .expect("index");
@@ -359,6 +419,42 @@ async fn psql_lists_databases_tables_schemas_and_indexes() {
         assert!(out.status.success(), "{cmd}: {}", text(&out.stderr));
         assert_eq!(text(&out.stdout), want, "{cmd}");
     }
+    // `\d TABLE` describes columns, indexes and checks as psql shows them for Postgres.
+    let out = psql(
+        addr,
+        "create table accounts (id serial primary key, name varchar(50) not null, \
+         email text unique, age int check (age >= 0), created timestamptz default now()); \
+         create index accounts_name on accounts (name)",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        psql_display(addr, "\\d accounts"),
+        r#"                          Table "public.accounts"
+ Column  |           Type           | Collation | Nullable |    Default
+---------+--------------------------+-----------+----------+----------------
+ id      | bigint                   |           | not null | unique_rowid()
+ name    | character varying(50)    |           | not null |
+ email   | text                     |           |          |
+ age     | bigint                   |           |          |
+ created | timestamp with time zone |           |          | now()
+Indexes:
+    "accounts_pkey" PRIMARY KEY, btree (id)
+    "accounts_email_key" UNIQUE CONSTRAINT, btree (email)
+    "accounts_name" btree (name)
+Check constraints:
+    "accounts_age_check" CHECK (age >= 0)
+
+"#
+    );
+    assert_eq!(
+        psql_display(addr, "\\du"),
+        r#"                                   List of roles
+ Role name |                         Attributes                         | Member of
+-----------+------------------------------------------------------------+-----------
+ root      | Superuser, Create role, Create DB, Replication, Bypass RLS | {}
+
+"#
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

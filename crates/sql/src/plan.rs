@@ -196,6 +196,33 @@ pub enum Node {
         /// Width of the right row.
         right_width: usize,
     },
+    /// An inner or left join that reads only the right table's rows whose key columns equal
+    /// a left row's values (point lookups of primary keys, or spans of a secondary index's
+    /// leading columns) instead of scanning the table; past [`LOOKUP_JOIN_MAX_ROWS`] left
+    /// rows it scans the table instead. Output as [`Node::Join`].
+    LookupJoin {
+        /// Left input.
+        left: Box<Node>,
+        /// The right table.
+        table: Box<TableDesc>,
+        /// The index whose leading columns the keys give (the primary index, or a secondary
+        /// one).
+        index: u32,
+        /// On the left row: the value of each leading column of the index, in order.
+        keys: Vec<Expr>,
+        /// The right table's own filter.
+        filter: Option<Expr>,
+        /// Inner or left.
+        kind: JoinKind,
+        /// The join condition on the concatenated row.
+        on: Option<Expr>,
+        /// Equal-key pairs (left expr, right expr on the right row alone).
+        equi: Vec<(Expr, Expr)>,
+        /// Width of the left row.
+        left_width: usize,
+        /// Width of the right row.
+        right_width: usize,
+    },
     /// UNION / INTERSECT / EXCEPT.
     SetOp {
         /// Left input.
@@ -210,6 +237,38 @@ pub enum Node {
 }
 
 impl Node {
+    /// A lookup join as the plain join of its left input with a scan of its table (for the
+    /// planner to reconsider once more filters reach it); any other node as it is.
+    pub fn without_lookup_join(self) -> Node {
+        match self {
+            Node::LookupJoin {
+                left,
+                table,
+                filter,
+                kind,
+                on,
+                equi,
+                left_width,
+                right_width,
+                ..
+            } => Node::Join {
+                left,
+                right: Box::new(Node::Scan {
+                    table,
+                    keys: None,
+                    filter,
+                    limit: None,
+                }),
+                kind,
+                on,
+                equi,
+                left_width,
+                right_width,
+            },
+            other => other,
+        }
+    }
+
     /// Applies `f` to every expression of this node and the nodes below it.
     pub fn map_exprs(&mut self, f: &mut dyn FnMut(&mut Expr)) {
         match self {
@@ -255,6 +314,23 @@ impl Node {
                 }
                 left.map_exprs(f);
                 right.map_exprs(f);
+            }
+            Node::LookupJoin {
+                left,
+                keys,
+                filter,
+                on,
+                equi,
+                ..
+            } => {
+                keys.iter_mut().for_each(&mut *f);
+                filter.iter_mut().for_each(&mut *f);
+                on.iter_mut().for_each(&mut *f);
+                for (a, b) in equi {
+                    f(a);
+                    f(b);
+                }
+                left.map_exprs(f);
             }
             Node::SetOp { left, right, .. } => {
                 left.map_exprs(f);
@@ -406,7 +482,14 @@ fn passes(filter: &Option<Expr>, row: &[Datum]) -> Result<bool> {
     }
 }
 
-/// Reads a table's rows (all, or the given primary keys) through the filter.
+/// A span of keys, `[start, end)`.
+pub type Span = (Vec<u8>, Vec<u8>);
+
+/// Rows read per KV scan request.
+const SCAN_BATCH: u64 = 1024;
+
+/// Reads a table's rows (all, the given primary keys, or those under spans of an index)
+/// through the filter.
 pub async fn scan_table(
     txn: &mut Txn,
     table: &TableDesc,
@@ -418,48 +501,85 @@ pub async fn scan_table(
     if limit == Some(0) {
         return Ok(out);
     }
-    let keys = match keys {
-        Some(Lookup::Primary(keys)) => Some(keys.clone()),
-        Some(Lookup::Index { prefixes, .. }) => Some(index_lookup(txn, table, prefixes).await?),
-        None => None,
-    };
-    if let Some(keys) = keys {
-        let values = txn.get_many(&keys).await?;
-        for (k, v) in keys.iter().zip(values) {
-            if let Some(v) = v {
-                let row = decode_table_row(table, &v)?;
-                if passes(filter, &row)? {
-                    out.push((k.clone(), row));
-                    if limit.is_some_and(|l| out.len() >= l) {
-                        break;
-                    }
-                }
-            }
+    let whole = [table.primary_span()];
+    let (index, spans) = match keys {
+        Some(Lookup::Primary(keys)) => {
+            fetch_rows(txn, table, keys, filter, limit, &mut out).await?;
+            return Ok(out);
         }
+        Some(Lookup::Spans { index, spans }) => (*index, spans.as_slice()),
+        None => (table.primary.id, &whole[..]),
+    };
+    if index != table.primary.id {
+        let keys = index_lookup(txn, table, spans).await?;
+        fetch_rows(txn, table, &keys, filter, limit, &mut out).await?;
         return Ok(out);
     }
-    const BATCH: u64 = 1024;
-    let (mut from, end) = table.primary_span();
-    loop {
-        let batch = txn.scan(&from, &end, BATCH).await?;
-        let n = batch.len() as u64;
-        for kv in &batch {
-            let row = decode_table_row(table, &kv.value)?;
+    for (start, end) in spans {
+        let done = scan_span(txn, start, end, |key, value| {
+            let row = decode_table_row(table, value)?;
             if passes(filter, &row)? {
-                out.push((kv.key.clone(), row));
-                if limit.is_some_and(|l| out.len() >= l) {
-                    return Ok(out);
-                }
+                out.push((key.to_vec(), row));
+            }
+            Ok(limit.is_some_and(|l| out.len() >= l))
+        })
+        .await?;
+        if done {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Reads `[start, end)` in batches, calling `each` on every key and value until it returns
+/// true (then this returns true: the caller has what it needs).
+async fn scan_span(
+    txn: &mut Txn,
+    start: &[u8],
+    end: &[u8],
+    mut each: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+) -> Result<bool> {
+    let mut from = start.to_vec();
+    loop {
+        let batch = txn.scan(&from, end, SCAN_BATCH).await?;
+        for kv in &batch {
+            if each(&kv.key, &kv.value)? {
+                return Ok(true);
             }
         }
         match batch.last() {
-            Some(last) if n == BATCH => {
+            Some(last) if batch.len() as u64 == SCAN_BATCH => {
                 from = last.key.clone();
                 from.push(0);
             }
-            _ => return Ok(out),
+            _ => return Ok(false),
         }
     }
+}
+
+/// Reads the rows of these primary keys (one batched request per range) through the filter
+/// into `out`, stopping at `limit`.
+async fn fetch_rows(
+    txn: &mut Txn,
+    table: &TableDesc,
+    keys: &[Vec<u8>],
+    filter: &Option<Expr>,
+    limit: Option<usize>,
+    out: &mut Vec<(Vec<u8>, Row)>,
+) -> Result<()> {
+    let values = txn.get_many(keys).await?;
+    for (k, v) in keys.iter().zip(values) {
+        if let Some(v) = v {
+            let row = decode_table_row(table, &v)?;
+            if passes(filter, &row)? {
+                out.push((k.clone(), row));
+                if limit.is_some_and(|l| out.len() >= l) {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The rows a scan reads instead of the whole table.
@@ -467,44 +587,30 @@ pub async fn scan_table(
 pub enum Lookup {
     /// These primary keys (encoded).
     Primary(Vec<Vec<u8>>),
-    /// The rows named by a secondary index's entries under these key prefixes.
-    Index {
-        /// The index.
-        name: String,
-        /// Index key prefixes (index id and leading column values).
-        prefixes: Vec<Vec<u8>>,
+    /// Sorted, disjoint spans of one index: of the primary index they hold the rows; of a
+    /// secondary index, entries naming the rows.
+    Spans {
+        /// The index's id (the primary index's: a range scan of the table).
+        index: u32,
+        /// The spans.
+        spans: Vec<Span>,
     },
 }
 
-/// The primary keys of the rows a secondary index lists under `prefixes` (each entry's
-/// value is its row's primary key values).
-async fn index_lookup(
-    txn: &mut Txn,
-    table: &TableDesc,
-    prefixes: &[Vec<u8>],
-) -> Result<Vec<Vec<u8>>> {
-    const BATCH: u64 = 1024;
+/// The primary keys of the rows a secondary index lists under `spans` (each entry's value
+/// is its row's primary key values), sorted and without repeats.
+async fn index_lookup(txn: &mut Txn, table: &TableDesc, spans: &[Span]) -> Result<Vec<Vec<u8>>> {
     let mut keys = Vec::new();
-    for prefix in prefixes {
-        let (mut from, end) = (prefix.clone(), crate::encoding::prefix_end(prefix));
-        loop {
-            let batch = txn.scan(&from, &end, BATCH).await?;
-            for kv in &batch {
-                let pk = crate::encoding::decode_datums(&kv.value)?;
-                let mut key = crate::encoding::index_prefix(table.id, table.primary.id);
-                for d in &pk {
-                    encode_key_datum(d, &mut key)?;
-                }
-                keys.push(key);
+    for (start, end) in spans {
+        scan_span(txn, start, end, |_, value| {
+            let mut key = crate::encoding::index_prefix(table.id, table.primary.id);
+            for d in &crate::encoding::decode_datums(value)? {
+                encode_key_datum(d, &mut key)?;
             }
-            match batch.last() {
-                Some(last) if batch.len() as u64 == BATCH => {
-                    from = last.key.clone();
-                    from.push(0);
-                }
-                _ => break,
-            }
-        }
+            keys.push(key);
+            Ok(false)
+        })
+        .await?;
     }
     keys.sort();
     keys.dedup();
@@ -639,6 +745,34 @@ pub fn execute<'a>(node: &'a Node, txn: &'a mut Txn) -> BoxFuture<'a, Result<Vec
                 let r = execute(right, txn).await?;
                 join(l, r, *kind, on, equi, *left_width, *right_width)?
             }
+            Node::LookupJoin {
+                left,
+                table,
+                index,
+                keys,
+                filter,
+                kind,
+                on,
+                equi,
+                left_width,
+                right_width,
+            } => {
+                let l = execute(left, txn).await?;
+                let lookup = if l.len() <= LOOKUP_JOIN_MAX_ROWS {
+                    Some(join_lookup(table, *index, keys, &l)?)
+                } else {
+                    None
+                };
+                let r = match &lookup {
+                    Some(Lookup::Primary(k)) if k.is_empty() => Vec::new(),
+                    _ => scan_table(txn, table, lookup.as_ref(), filter, None)
+                        .await?
+                        .into_iter()
+                        .map(|(_, r)| r)
+                        .collect(),
+                };
+                join(l, r, *kind, on, equi, *left_width, *right_width)?
+            }
             Node::SetOp {
                 left,
                 right,
@@ -650,6 +784,60 @@ pub fn execute<'a>(node: &'a Node, txn: &'a mut Txn) -> BoxFuture<'a, Result<Vec
                 set_op(l, r, *op, *all)
             }
         })
+    })
+}
+
+/// The most left rows a lookup join looks up one by one; past it, reading the whole right
+/// table once is the cheaper bet.
+pub const LOOKUP_JOIN_MAX_ROWS: usize = 10_000;
+
+/// What a lookup join reads of `table`: the keys of `index` that the left rows' `keys`
+/// values name. A value that no row of the column's type can equal (NULL, or changed by the
+/// cast to it) names nothing.
+fn join_lookup(table: &TableDesc, index: u32, keys: &[Expr], left: &[Row]) -> Result<Lookup> {
+    let Some(idx) = std::iter::once(&table.primary)
+        .chain(&table.indexes)
+        .find(|i| i.id == index)
+    else {
+        return Err(Error::Internal(format!("index {index} of {}", table.name)));
+    };
+    let types: Vec<Type> = table
+        .index_positions(idx)
+        .iter()
+        .map(|&c| table.columns[c].ty.clone())
+        .collect();
+    let mut found = Vec::with_capacity(left.len());
+    'rows: for row in left {
+        let mut key = crate::encoding::index_prefix(table.id, index);
+        for (e, ty) in keys.iter().zip(&types) {
+            let v = e.eval(row)?;
+            if v.is_null() {
+                continue 'rows;
+            }
+            match crate::expr::cast(v.clone(), ty) {
+                Ok(x) if x.compare(&v) == Some(std::cmp::Ordering::Equal) => {
+                    encode_key_datum(&x, &mut key)?
+                }
+                _ => continue 'rows,
+            }
+        }
+        found.push(key);
+    }
+    found.sort();
+    found.dedup();
+    Ok(if index == table.primary.id && keys.len() == types.len() {
+        Lookup::Primary(found)
+    } else {
+        Lookup::Spans {
+            index,
+            spans: found
+                .into_iter()
+                .map(|k| {
+                    let end = crate::encoding::prefix_end(&k);
+                    (k, end)
+                })
+                .collect(),
+        }
     })
 }
 

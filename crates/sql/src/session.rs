@@ -9,6 +9,7 @@
 //! Transaction states follow Postgres: after an error inside a transaction, every statement
 //! but `ROLLBACK` (and `COMMIT`, which rolls back) fails until the transaction ends.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -912,14 +913,9 @@ impl Session {
                     ast::ColumnOption::Unique(_) => {
                         uniques.push((opt.name.as_ref().map(ident), vec![cname.clone()]))
                     }
-                    ast::ColumnOption::Check(ch) => checks.push(CheckDesc {
-                        name: opt
-                            .name
-                            .as_ref()
-                            .map(ident)
-                            .unwrap_or_else(|| format!("check_{cname}")),
-                        expr: ch.expr.to_string(),
-                    }),
+                    ast::ColumnOption::Check(ch) => {
+                        checks.push((opt.name.as_ref().map(ident), &*ch.expr))
+                    }
                     other => {
                         return Err(Error::FeatureNotSupported(format!("column option {other}")))
                     }
@@ -940,14 +936,9 @@ impl Session {
                 ast::TableConstraint::Unique(u) => {
                     uniques.push((u.name.as_ref().map(ident), index_columns(&u.columns)?))
                 }
-                ast::TableConstraint::Check(ch) => checks.push(CheckDesc {
-                    name: ch
-                        .name
-                        .as_ref()
-                        .map(ident)
-                        .unwrap_or_else(|| format!("check{}", checks.len() + 1)),
-                    expr: ch.expr.to_string(),
-                }),
+                ast::TableConstraint::Check(ch) => {
+                    checks.push((ch.name.as_ref().map(ident), &*ch.expr))
+                }
                 other => return Err(Error::FeatureNotSupported(format!("constraint {other}"))),
             }
         }
@@ -1016,7 +1007,7 @@ impl Session {
             },
             next_index_id: indexes.len() as u32 + 2,
             indexes,
-            checks,
+            checks: name_checks(&name, &checks),
             mutations: Vec::new(),
         };
         catalog::create_table(ctx.txn, &desc).await
@@ -1458,6 +1449,46 @@ fn show_create(t: &TableDesc) -> String {
     )
 }
 
+/// CHECK constraints with the names Postgres gives unnamed ones: `table_column_check` when
+/// the expression names one column, else `table_check`, numbered past the first clash.
+fn name_checks(table: &str, checks: &[(Option<String>, &ast::Expr)]) -> Vec<CheckDesc> {
+    let mut taken: HashSet<String> = checks.iter().filter_map(|(n, _)| n.clone()).collect();
+    checks
+        .iter()
+        .map(|(name, expr)| {
+            let name = name.clone().unwrap_or_else(|| {
+                let mut cols = Vec::new();
+                let _ = ast::visit_expressions(*expr, |e| {
+                    if let ast::Expr::Identifier(i) = e {
+                        let c = ident(i);
+                        if !cols.contains(&c) {
+                            cols.push(c);
+                        }
+                    }
+                    std::ops::ControlFlow::<()>::Continue(())
+                });
+                let base = match cols.as_slice() {
+                    [c] => format!("{table}_{c}_check"),
+                    _ => format!("{table}_check"),
+                };
+                let mut n = base.clone();
+                for i in 1.. {
+                    if !taken.contains(&n) {
+                        break;
+                    }
+                    n = format!("{base}{i}");
+                }
+                taken.insert(n.clone());
+                n
+            });
+            CheckDesc {
+                name,
+                expr: expr.to_string(),
+            }
+        })
+        .collect()
+}
+
 fn explain(node: &crate::plan::Node, depth: usize, out: &mut Vec<String>) {
     use crate::plan::Node as N;
     let pad = "  ".repeat(depth);
@@ -1470,21 +1501,35 @@ fn explain(node: &crate::plan::Node, depth: usize, out: &mut Vec<String>) {
         } => {
             use crate::internal::{pretty_index_key, pretty_key, pretty_primary_key};
             let spans = match keys {
-                Some(crate::plan::Lookup::Index { name, prefixes }) => format!(
-                    "{} span(s) of index {name} {}{}",
-                    prefixes.len(),
-                    prefixes
-                        .iter()
-                        .take(5)
-                        .map(|k| match table.indexes.iter().find(|i| i.name == *name) {
-                            Some(idx) =>
-                                pretty_index_key(table, idx.id, &table.index_positions(idx), k),
-                            None => pretty_key(k),
-                        })
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    if prefixes.len() > 5 { ", …" } else { "" }
-                ),
+                Some(crate::plan::Lookup::Spans { index, spans }) => {
+                    let idx = std::iter::once(&table.primary)
+                        .chain(&table.indexes)
+                        .find(|i| i.id == *index);
+                    let pretty = |k: &[u8]| match idx {
+                        Some(idx) => {
+                            pretty_index_key(table, idx.id, &table.index_positions(idx), k)
+                        }
+                        None => pretty_key(k),
+                    };
+                    format!(
+                        "{} span(s) of index {} {}{}",
+                        spans.len(),
+                        idx.map(|i| i.name.as_str()).unwrap_or("?"),
+                        spans
+                            .iter()
+                            .take(5)
+                            .map(|(start, end)| {
+                                if *end == crate::encoding::prefix_end(start) {
+                                    pretty(start)
+                                } else {
+                                    format!("{} - {}", pretty(start), pretty(end))
+                                }
+                            })
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        if spans.len() > 5 { ", …" } else { "" }
+                    )
+                }
                 Some(crate::plan::Lookup::Primary(k)) => format!(
                     "{} point lookup(s) {}{}",
                     k.len(),
@@ -1530,6 +1575,23 @@ fn explain(node: &crate::plan::Node, depth: usize, out: &mut Vec<String>) {
                 "hash"
             }
         ),
+        N::LookupJoin {
+            kind,
+            table,
+            index,
+            keys,
+            ..
+        } => format!(
+            "lookup {kind:?} join: {} key column(s) of {}@{} per left row (a full scan past {} left rows)",
+            keys.len(),
+            table.name,
+            std::iter::once(&table.primary)
+                .chain(&table.indexes)
+                .find(|i| i.id == *index)
+                .map(|i| i.name.as_str())
+                .unwrap_or("?"),
+            crate::plan::LOOKUP_JOIN_MAX_ROWS
+        ),
         N::SetOp { op, all, .. } => format!("{op:?}{}", if *all { " all" } else { "" }),
     };
     out.push(format!("{pad}{line}"));
@@ -1539,7 +1601,8 @@ fn explain(node: &crate::plan::Node, depth: usize, out: &mut Vec<String>) {
         | N::Aggregate { input, .. }
         | N::Sort { input, .. }
         | N::Limit { input, .. }
-        | N::Distinct { input } => explain(input, depth + 1, out),
+        | N::Distinct { input }
+        | N::LookupJoin { left: input, .. } => explain(input, depth + 1, out),
         N::Join { left, right, .. } | N::SetOp { left, right, .. } => {
             explain(left, depth + 1, out);
             explain(right, depth + 1, out);

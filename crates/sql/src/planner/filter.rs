@@ -15,41 +15,90 @@ pub fn conjuncts(e: &Expr) -> Vec<&Expr> {
     }
 }
 
-/// Places a filter: into a scan (as its filter, and as point lookups when it fixes the
-/// primary key), else as a Filter node.
+/// The conjunction of `parts` (none: no predicate).
+pub fn and_all(parts: impl IntoIterator<Item = Expr>) -> Option<Expr> {
+    parts
+        .into_iter()
+        .reduce(|a, b| Expr::And(Box::new(a), Box::new(b)))
+}
+
+/// Places a filter as low as it can go: into a scan (as its filter, and as lookups when it
+/// narrows the keys), through a join to the side it names, else as a Filter node.
 pub(super) fn push_filter(node: Node, pred: Expr) -> Result<Node> {
     if pred.has_subquery() {
         // Correlated subqueries run in a Filter node, row by row; the rest can go lower.
         let (with, without): (Vec<&Expr>, Vec<&Expr>) =
             conjuncts(&pred).into_iter().partition(|c| c.has_subquery());
-        let and = |parts: Vec<&Expr>| {
-            parts
-                .into_iter()
-                .cloned()
-                .reduce(|a, b| Expr::And(Box::new(a), Box::new(b)))
-        };
-        let input = match and(without) {
+        let with = and_all(with.into_iter().cloned());
+        let input = match and_all(without.into_iter().cloned()) {
             Some(p) => push_filter(node, p)?,
             None => node,
         };
         return Ok(Node::Filter {
             input: Box::new(input),
-            predicate: and(with).unwrap_or(pred),
+            predicate: with.unwrap_or(pred),
         });
     }
-    match node {
+    match node.without_lookup_join() {
         Node::Scan {
             table,
-            keys: None,
-            filter: None,
-            limit,
+            keys: _,
+            filter,
+            limit: None,
         } => {
+            let pred = and_all(filter.into_iter().chain([pred])).expect("one part at least");
             let keys = lookup(&table, &pred)?;
             Ok(Node::Scan {
                 table,
                 keys,
                 filter: Some(pred),
-                limit,
+                limit: None,
+            })
+        }
+        Node::Join {
+            left,
+            right,
+            kind,
+            on,
+            equi: _,
+            left_width,
+            right_width,
+        } if kind != JoinKind::Full => {
+            // Conjuncts naming one side only filter that side's rows first, where that keeps
+            // the join's meaning (not the side whose rows an outer join keeps unmatched).
+            let (mut to_left, mut to_right, mut rest) = (Vec::new(), Vec::new(), Vec::new());
+            for c in conjuncts(&pred) {
+                match side(c, left_width) {
+                    Some(Side::Left) if kind != JoinKind::Right => to_left.push(c.clone()),
+                    Some(Side::Right) if kind != JoinKind::Left => {
+                        let mut c = c.clone();
+                        c.remap(&|i| i - left_width);
+                        to_right.push(c);
+                    }
+                    _ => rest.push(c.clone()),
+                }
+            }
+            let left = match and_all(to_left) {
+                Some(p) => push_filter(*left, p)?,
+                None => *left,
+            };
+            let right = match and_all(to_right) {
+                Some(p) => push_filter(*right, p)?,
+                None => *right,
+            };
+            // Over an inner join, a condition naming both sides joins them.
+            let (on, rest) = if kind == JoinKind::Inner {
+                (and_all(on.into_iter().chain(rest)), None)
+            } else {
+                (on, and_all(rest))
+            };
+            let join = join_node(left, right, kind, on, left_width, right_width)?;
+            Ok(match rest {
+                Some(predicate) => Node::Filter {
+                    input: Box::new(join),
+                    predicate,
+                },
+                None => join,
             })
         }
         other => Ok(Node::Filter {
@@ -57,6 +106,159 @@ pub(super) fn push_filter(node: Node, pred: Expr) -> Result<Node> {
             predicate: pred,
         }),
     }
+}
+
+/// Which input of a join an expression reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Left,
+    Right,
+}
+
+/// The one side of a join (left rows `left_width` wide) whose columns `e` reads, if it reads
+/// columns of exactly one.
+fn side(e: &Expr, left_width: usize) -> Option<Side> {
+    if e.has_subquery() {
+        return None;
+    }
+    let (mut l, mut r) = (false, false);
+    e.walk(&mut |x| {
+        if let Expr::Column(i) = x {
+            if *i < left_width {
+                l = true
+            } else {
+                r = true
+            }
+        }
+    });
+    match (l, r) {
+        (true, false) => Some(Side::Left),
+        (false, true) => Some(Side::Right),
+        _ => None,
+    }
+}
+
+/// A join of `left` and `right` on `on` (over their concatenated rows): conjuncts of `on`
+/// naming one side filter that side first where the join kind allows it, equalities between
+/// the sides become hash join keys, and when those keys cover the primary key or leading
+/// index columns of a right side that is a table scan, the join looks its rows up.
+pub(super) fn join_node(
+    left: Node,
+    right: Node,
+    kind: JoinKind,
+    on: Option<Expr>,
+    left_width: usize,
+    right_width: usize,
+) -> Result<Node> {
+    let (mut left, mut right) = (left, right);
+    let mut rest = Vec::new();
+    let mut equi = Vec::new();
+    for c in on.iter().flat_map(conjuncts) {
+        match side(c, left_width) {
+            // An inner join or a right join keeps only left rows that match.
+            Some(Side::Left) if matches!(kind, JoinKind::Inner | JoinKind::Right) => {
+                left = push_filter(left, c.clone())?;
+                continue;
+            }
+            Some(Side::Right) if matches!(kind, JoinKind::Inner | JoinKind::Left) => {
+                let mut c = c.clone();
+                c.remap(&|i| i - left_width);
+                right = push_filter(right, c)?;
+                continue;
+            }
+            _ => {}
+        }
+        if let Expr::Binary(BinOp::Eq, a, b) = c {
+            let pair = match (side(a, left_width), side(b, left_width)) {
+                (Some(Side::Left), Some(Side::Right)) => Some(((**a).clone(), (**b).clone())),
+                (Some(Side::Right), Some(Side::Left)) => Some(((**b).clone(), (**a).clone())),
+                _ => None,
+            };
+            if let Some((l, mut r)) = pair {
+                r.remap(&|i| i - left_width);
+                equi.push((l, r));
+            }
+        }
+        rest.push(c.clone());
+    }
+    let on = and_all(rest);
+    if matches!(kind, JoinKind::Inner | JoinKind::Left) {
+        if let Node::Scan {
+            table,
+            keys: None,
+            filter,
+            limit: None,
+        } = right
+        {
+            return Ok(match lookup_keys(&table, &equi) {
+                Some((index, keys)) => Node::LookupJoin {
+                    left: Box::new(left),
+                    table,
+                    index,
+                    keys,
+                    filter,
+                    kind,
+                    on,
+                    equi,
+                    left_width,
+                    right_width,
+                },
+                None => Node::Join {
+                    left: Box::new(left),
+                    right: Box::new(Node::Scan {
+                        table,
+                        keys: None,
+                        filter,
+                        limit: None,
+                    }),
+                    kind,
+                    on,
+                    equi,
+                    left_width,
+                    right_width,
+                },
+            });
+        }
+    }
+    Ok(Node::Join {
+        left: Box::new(left),
+        right: Box::new(right),
+        kind,
+        on,
+        equi,
+        left_width,
+        right_width,
+    })
+}
+
+/// For a lookup join into `table`: the index whose leading columns the join's equalities
+/// give values for (the whole primary key first, else the secondary index with the most
+/// leading columns given, else a primary key prefix), and the left expressions giving them.
+fn lookup_keys(table: &TableDesc, equi: &[(Expr, Expr)]) -> Option<(u32, Vec<Expr>)> {
+    let given = |col: usize| {
+        equi.iter().find_map(|(l, r)| match r {
+            Expr::Column(c) if *c == col => Some(l.clone()),
+            _ => None,
+        })
+    };
+    let leading = |idx: &crate::catalog::IndexDesc| -> Vec<Expr> {
+        table
+            .index_positions(idx)
+            .into_iter()
+            .map_while(given)
+            .collect()
+    };
+    let pk = leading(&table.primary);
+    if pk.len() == table.primary.columns.len() {
+        return Some((table.primary.id, pk));
+    }
+    let (id, keys) = table
+        .indexes
+        .iter()
+        .map(|idx| (idx.id, leading(idx)))
+        .chain([(table.primary.id, pk)])
+        .max_by_key(|(_, k)| k.len())?;
+    (!keys.is_empty()).then_some((id, keys))
 }
 
 /// Column → the constants a predicate pins it to with `=` or `IN` (NULLs, which match
@@ -145,31 +347,132 @@ pub fn point_keys(table: &TableDesc, pred: &Expr) -> Result<Option<Vec<Vec<u8>>>
     )
 }
 
-/// How a predicate narrows a table's rows: the primary keys it pins, else the secondary
-/// index whose leading columns it pins most (its entries under those values name the rows).
+/// How a predicate narrows a table's rows: the primary keys it pins, else spans of the index
+/// (primary or secondary) whose leading columns it pins most with `=`/`IN`, the next column
+/// bounded by `<`, `<=`, `>`, `>=` or BETWEEN if it is; on a tie the primary index, which
+/// needs no second read. The predicate stays the scan's filter, so spans may hold more.
 pub fn lookup(table: &TableDesc, pred: &Expr) -> Result<Option<Lookup>> {
     if let Some(keys) = point_keys(table, pred)? {
         return Ok(Some(Lookup::Primary(keys)));
     }
     let pinned = pinned_values(table, pred);
-    let best = table
-        .indexes
-        .iter()
-        .map(|idx| {
-            let cols = table.index_positions(idx);
-            let n = cols.iter().take_while(|c| pinned.contains_key(c)).count();
-            (n, idx, cols)
-        })
-        .filter(|(n, ..)| *n > 0)
-        .max_by_key(|(n, ..)| *n);
-    let Some((n, idx, cols)) = best else {
+    let mut best: Option<(usize, &crate::catalog::IndexDesc, Vec<usize>, usize, Bounds)> = None;
+    for idx in std::iter::once(&table.primary).chain(&table.indexes) {
+        let cols = table.index_positions(idx);
+        let n = cols.iter().take_while(|c| pinned.contains_key(c)).count();
+        let bounds = match cols.get(n) {
+            Some(&c) => bounds(table, pred, c),
+            None => Bounds::default(),
+        };
+        let score = 2 * n + usize::from(!bounds.is_empty());
+        if score > best.as_ref().map_or(0, |b| b.0) {
+            best = Some((score, idx, cols, n, bounds));
+        }
+    }
+    let Some((_, idx, cols, n, bounds)) = best else {
         return Ok(None);
     };
     let prefix = crate::encoding::index_prefix(table.id, idx.id);
-    Ok(
-        key_product(prefix, &cols[..n], &pinned)?.map(|prefixes| Lookup::Index {
-            name: idx.name.clone(),
-            prefixes,
-        }),
-    )
+    let Some(prefixes) = key_product(prefix, &cols[..n], &pinned)? else {
+        return Ok(None);
+    };
+    let mut spans = Vec::with_capacity(prefixes.len());
+    for p in prefixes {
+        let (start, end) = bounds.span(&p)?;
+        if start < end {
+            spans.push((start, end));
+        }
+    }
+    Ok(Some(Lookup::Spans {
+        index: idx.id,
+        spans,
+    }))
+}
+
+/// A bound on a column's values: the value and whether it is itself included.
+type Bound = (Datum, bool);
+
+/// Lower and upper bounds a predicate puts on one column.
+#[derive(Default)]
+struct Bounds {
+    lower: Option<Bound>,
+    upper: Option<Bound>,
+}
+
+impl Bounds {
+    fn is_empty(&self) -> bool {
+        self.lower.is_none() && self.upper.is_none()
+    }
+
+    /// The keys under `prefix` whose next column lies within the bounds.
+    fn span(&self, prefix: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
+        let key = |v: &Datum| -> Result<Vec<u8>> {
+            let mut k = prefix.to_vec();
+            encode_key_datum(v, &mut k)?;
+            Ok(k)
+        };
+        let start = match &self.lower {
+            None => prefix.to_vec(),
+            Some((v, true)) => key(v)?,
+            Some((v, false)) => crate::encoding::prefix_end(&key(v)?),
+        };
+        let end = match &self.upper {
+            None => crate::encoding::prefix_end(prefix),
+            Some((v, true)) => crate::encoding::prefix_end(&key(v)?),
+            Some((v, false)) => key(v)?,
+        };
+        Ok((start, end))
+    }
+}
+
+/// The tightest bounds the conjuncts `col < c`, `col <= c`, `col > c`, `col >= c` (either
+/// way round, BETWEEN included) put on column `col`; a constant that a cast to the column's
+/// type would change, or NULL, is not used.
+fn bounds(table: &TableDesc, pred: &Expr, col: usize) -> Bounds {
+    use std::cmp::Ordering;
+    let mut b = Bounds::default();
+    let Some(ty) = table.columns.get(col).map(|c| &c.ty) else {
+        return b;
+    };
+    for c in conjuncts(pred) {
+        let Expr::Binary(op, x, y) = c else { continue };
+        // Normalized to `col op v`.
+        let (op, v) = match (&**x, &**y) {
+            (Expr::Column(i), v) if *i == col => (*op, v),
+            (v, Expr::Column(i)) if *i == col => match op {
+                BinOp::Lt => (BinOp::Gt, v),
+                BinOp::LtEq => (BinOp::GtEq, v),
+                BinOp::Gt => (BinOp::Lt, v),
+                BinOp::GtEq => (BinOp::LtEq, v),
+                _ => continue,
+            },
+            _ => continue,
+        };
+        let Some(v) = v.constant() else { continue };
+        if v.is_null() {
+            continue;
+        }
+        let v = match cast(v.clone(), ty) {
+            Ok(x) if x.compare(v) == Some(Ordering::Equal) => x,
+            _ => continue,
+        };
+        // Keep the tighter of two bounds (the later one when they cannot be compared).
+        let tighter = |old: &Option<Bound>, new: Bound, want: Ordering| match old {
+            Some((o, inc)) => match new.0.compare(o) {
+                Some(ord) if ord == want => new,
+                Some(Ordering::Equal) => (new.0, new.1 && *inc),
+                Some(_) => (o.clone(), *inc),
+                None => new,
+            },
+            None => new,
+        };
+        match op {
+            BinOp::Gt => b.lower = Some(tighter(&b.lower, (v, false), Ordering::Greater)),
+            BinOp::GtEq => b.lower = Some(tighter(&b.lower, (v, true), Ordering::Greater)),
+            BinOp::Lt => b.upper = Some(tighter(&b.upper, (v, false), Ordering::Less)),
+            BinOp::LtEq => b.upper = Some(tighter(&b.upper, (v, true), Ordering::Less)),
+            _ => {}
+        }
+    }
+    b
 }

@@ -10,14 +10,21 @@
 //!   column (`id = 1`, `id IN (1, 2)`) turns the scan into point lookups; else equality on the
 //!   leading columns of a secondary index reads that index's entries under those values and
 //!   then the rows they name (the index with the most pinned columns wins);
+//! - comparisons (`<`, `<=`, `>`, `>=`, BETWEEN) on the next index column after the pinned
+//!   ones narrow the read to spans of that index;
 //! - a LIMIT over a filter-only scan without ORDER BY stops the scan early;
-//! - joins with equality conditions run as hash joins;
+//! - WHERE and ON conjuncts naming one side of a join filter that side first (unless it is
+//!   the side an outer join keeps whole); equalities between the sides are join keys;
+//! - a join whose keys give the right table's primary key or leading columns of one of its
+//!   indexes looks up the right rows per left row (a lookup join; past 10,000 left rows it
+//!   scans the table); other joins with keys are hash joins;
 //! - uncorrelated subqueries run once, before the statement, and become constants; a
 //!   correlated one (naming columns of the query directly around it) runs once per row of
 //!   that query, in the Filter or Project that evaluates it.
 //!
-//! Left out for now: references more than one query level out, window functions, index
-//! range scans (`<`, `>`), lookup joins.
+//! Left out for now: references more than one query level out, window functions, join
+//! reordering (a lookup join needs the looked-up table on the right of the join as written),
+//! statistics (choices are rules, not costs).
 
 mod expr;
 mod filter;
@@ -40,8 +47,8 @@ use crate::plan::{
 use crate::types::{Datum, Type};
 
 pub use expr::{coerce_to, type_of};
-use filter::push_filter;
-pub use filter::{conjuncts, lookup};
+pub use filter::lookup;
+use filter::{join_node, push_filter};
 
 /// What a statement is planned against.
 pub struct Context<'a> {

@@ -393,40 +393,6 @@ impl Context<'_> {
             }
             Some(other) => return Err(Error::FeatureNotSupported(format!("join {other:?}"))),
         };
-        // Equality conjuncts between a left and a right column drive a hash join.
-        let mut equi = Vec::new();
-        if let Some(on) = &on {
-            for c in conjuncts(on) {
-                if let Expr::Binary(BinOp::Eq, a, b) = c {
-                    let side = |e: &Expr| {
-                        let mut cols = Vec::new();
-                        e.walk(&mut |x| {
-                            if let Expr::Column(i) = x {
-                                cols.push(*i)
-                            }
-                        });
-                        if cols.is_empty() {
-                            None
-                        } else if cols.iter().all(|i| *i < lw) {
-                            Some(true)
-                        } else if cols.iter().all(|i| *i >= lw) {
-                            Some(false)
-                        } else {
-                            None
-                        }
-                    };
-                    let pair = match (side(a), side(b)) {
-                        (Some(true), Some(false)) => Some(((**a).clone(), (**b).clone())),
-                        (Some(false), Some(true)) => Some(((**b).clone(), (**a).clone())),
-                        _ => None,
-                    };
-                    if let Some((l, mut r)) = pair {
-                        r.remap(&|i| i - lw);
-                        equi.push((l, r));
-                    }
-                }
-            }
-        }
         // USING columns appear once; the right copy is hidden from `*`.
         for name in &using {
             if let Some(c) = columns[lw..].iter_mut().find(|c| &c.name == name) {
@@ -434,15 +400,7 @@ impl Context<'_> {
             }
         }
         Ok(Planned {
-            node: Node::Join {
-                left: Box::new(left.node),
-                right: Box::new(right.node),
-                kind,
-                on,
-                equi,
-                left_width: lw,
-                right_width: rw,
-            },
+            node: join_node(left.node, right.node, kind, on, lw, rw)?,
             columns,
         })
     }
