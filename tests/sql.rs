@@ -648,3 +648,63 @@ async fn create_index_backfills_while_the_table_takes_writes() {
         assert_eq!(got, expected, "kind {kind}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn schema_changes_on_one_node_are_seen_at_once_by_the_others() {
+    // Each node caches the descriptors its statements use; a change made through one node
+    // must show in the very next statement on another, however warm its cache.
+    let c = Cluster::start(3, &[]).await;
+    wait_for_sql(&c).await;
+    let a = pg_connect_node(&c, 0).await;
+    let b = pg_connect_node(&c, 1).await;
+    a.batch_execute(
+        "create table cached (id int primary key, v text); insert into cached values (1, 'x')",
+    )
+    .await
+    .expect("setup");
+    for _ in 0..3 {
+        b.query("select v from cached where id = 1", &[])
+            .await
+            .expect("warm the cache on node 2");
+    }
+    a.batch_execute("alter table cached add column n int; alter table cached rename column v to w")
+        .await
+        .expect("alter");
+    b.execute("insert into cached (id, w, n) values (2, 'y', 7)", &[])
+        .await
+        .expect("node 2 writes the new columns");
+    let rows = b
+        .query("select id, w, n from cached order by id", &[])
+        .await
+        .expect("node 2 reads the new columns");
+    let got: Vec<(i64, String, Option<i64>)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(got, vec![(1, "x".into(), None), (2, "y".into(), Some(7))]);
+
+    // A transaction on node 2 that read the table before node 1 dropped it cannot commit a
+    // write to it as if it still existed.
+    b.batch_execute("begin; insert into cached (id, w) values (3, 'z')")
+        .await
+        .expect("begin and write");
+    a.batch_execute("drop table cached").await.expect("drop");
+    let committed = b.batch_execute("commit").await;
+    let rows = a
+        .query(
+            "select count(*) from pg_class where relname = 'cached'",
+            &[],
+        )
+        .await
+        .expect("catalog");
+    let n: i64 = rows[0].get(0);
+    assert_eq!(n, 0, "the table is gone (commit on node 2: {committed:?})");
+    let err = b
+        .query("select * from cached", &[])
+        .await
+        .expect_err("node 2 no longer sees the table");
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE)
+    );
+}

@@ -12,8 +12,11 @@
 //! transaction that took it rolls back). A table descriptor's `version` goes up on every
 //! change. Every table lives in its database's `public` schema.
 //!
-//! Left out for now: caching descriptors across transactions (each statement reads the ones it
-//! uses), schemas other than `public`, and foreign keys.
+//! [`DescCache`] remembers which descriptor ids names resolve to, so a statement reads one
+//! key — its table's descriptor, in its own transaction — instead of four (two names, two
+//! descriptors).
+//!
+//! Left out for now: schemas other than `public`, and foreign keys.
 
 use serde::{Deserialize, Serialize};
 
@@ -413,6 +416,87 @@ pub async fn drop_database(txn: &mut Txn, desc: &DatabaseDesc) -> Result<()> {
     ])
     .await?;
     Ok(())
+}
+
+/// The most names a [`DescCache`] remembers.
+const DESC_CACHE_MAX_TABLES: usize = 10_000;
+
+/// Which table descriptor a (database, table) name pair resolves to, kept across
+/// transactions, with the descriptor last read for it.
+///
+/// Why it is safe: a lookup still reads the table's descriptor key in the caller's
+/// transaction, so the descriptor is exactly what that transaction would see and joins its
+/// read set (a concurrent change conflicts with it like any write to what it read). Only the
+/// name resolution is remembered, and it is checked: the descriptor read must still carry
+/// that name and database, else (renamed, dropped, or dropped and made again under a new id)
+/// the name is resolved afresh. The cached bytes only spare decoding identical ones.
+#[derive(Default)]
+pub struct DescCache {
+    tables: parking_lot::Mutex<std::collections::HashMap<(String, String), CachedTable>>,
+}
+
+struct CachedTable {
+    /// The descriptor as last read (its id and database id included).
+    desc: TableDesc,
+    /// Its stored bytes.
+    bytes: Vec<u8>,
+}
+
+impl DescCache {
+    /// The table `name` of database `db`, as `txn` sees it.
+    pub async fn table(&self, txn: &mut Txn, db: &str, name: &str) -> Result<Option<TableDesc>> {
+        let key = (db.to_string(), name.to_string());
+        let cached = self
+            .tables
+            .lock()
+            .get(&key)
+            .map(|c| (c.desc.id, c.desc.parent_id));
+        if let Some((id, parent)) = cached {
+            if let Some(bytes) = txn.get(&desc_key(id)).await? {
+                if let Some(c) = self.tables.lock().get(&key) {
+                    if c.bytes == bytes {
+                        return Ok(Some(c.desc.clone()));
+                    }
+                }
+                if let Descriptor::Table(t) = decode_desc(&bytes)? {
+                    if t.name == name && t.parent_id == parent {
+                        self.remember(key, &t, bytes);
+                        return Ok(Some(t));
+                    }
+                }
+            }
+        }
+        let Some(d) = database(txn, db).await? else {
+            return Ok(None);
+        };
+        let Some(id) = txn.get(&ns_key(d.id, name)).await? else {
+            return Ok(None);
+        };
+        let Some(bytes) = txn.get(&desc_key(decode_id(&id)?)).await? else {
+            return Ok(None);
+        };
+        match decode_desc(&bytes)? {
+            Descriptor::Table(t) => {
+                self.remember(key, &t, bytes);
+                Ok(Some(t))
+            }
+            Descriptor::Database(_) => Ok(None),
+        }
+    }
+
+    fn remember(&self, key: (String, String), desc: &TableDesc, bytes: Vec<u8>) {
+        let mut tables = self.tables.lock();
+        if tables.len() >= DESC_CACHE_MAX_TABLES && !tables.contains_key(&key) {
+            tables.clear();
+        }
+        tables.insert(
+            key,
+            CachedTable {
+                desc: desc.clone(),
+                bytes,
+            },
+        );
+    }
 }
 
 /// Deletes every key in `[start, end)`, a batch at a time.

@@ -1,5 +1,5 @@
 //! What a node knows about its SQL sessions and statements, for `bini_internal.sessions`
-//! and `bini_internal.statements`. One registry per node (the gateway makes it); sessions
+//! and `bini_internal.statements`, and the descriptors its sessions share. One registry per node (the gateway makes it); sessions
 //! add themselves when they start and leave when they end.
 
 use std::collections::HashMap;
@@ -54,6 +54,8 @@ pub struct Registry {
     next_id: AtomicU64,
     sessions: Mutex<HashMap<u64, SessionInfo>>,
     statements: Mutex<HashMap<String, StatementStats>>,
+    /// Table descriptors shared by the node's sessions.
+    pub descriptors: crate::catalog::DescCache,
 }
 
 impl Registry {

@@ -36,7 +36,7 @@ use sqlparser::ast;
 
 use bini_txn::Txn;
 
-use crate::catalog::{self, TableDesc};
+use crate::catalog::TableDesc;
 use crate::encoding::encode_key_datum;
 use crate::error::{Error, Result};
 use crate::expr::{cast, BinOp, Expr, Subquery, SubqueryKind};
@@ -192,10 +192,9 @@ pub fn table_name(ctx_db: &str, n: &ast::ObjectName) -> Result<(String, String)>
 /// Looks a table up, or fails naming it.
 pub async fn must_table(ctx: &mut Context<'_>, n: &ast::ObjectName) -> Result<TableDesc> {
     let (db, t) = table_name(&ctx.database, n)?;
-    let Some(dbd) = catalog::database(ctx.txn, &db).await? else {
-        return Err(Error::UndefinedTable(n.to_string()));
-    };
-    catalog::table(ctx.txn, dbd.id, &t)
+    ctx.registry
+        .descriptors
+        .table(ctx.txn, &db, &t)
         .await?
         .ok_or_else(|| Error::UndefinedTable(n.to_string()))
 }
