@@ -120,7 +120,10 @@ async fn demo_runs_three_nodes_with_an_example_database_and_the_shell() {
         .expect("stdin")
         .write_all(
             b"select name from users where city = 'london' order by id;\n\
-              select count(*) from rides;\n",
+              select count(*) from rides;\n\
+              \\dt\n\
+              \\q\n\
+              select 1/0;\n",
         )
         .expect("write stdin");
     let status = wait_exit(&mut child, Duration::from_secs(120)).await;
@@ -153,6 +156,13 @@ async fn demo_runs_three_nodes_with_an_example_database_and_the_shell() {
         out.contains("  count\n---------\n      5\n(1 row)\n"),
         "{out}"
     );
+    // Meta-commands work in a piped script too; `\q` ends it (the division by zero after it
+    // would have failed the run).
+    assert!(
+        out.contains("  public      | rides      | table\n"),
+        "{out}"
+    );
+    assert!(!err.contains("division by zero"), "{err}");
 
     // After exit, nothing listens on the ports it printed.
     let port = urls[1]

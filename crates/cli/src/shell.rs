@@ -111,8 +111,16 @@ pub async fn run(cfg: ShellConfig) -> Result<bool> {
     shell.database = shell.cfg.database.clone();
     if !shell.cfg.execute.is_empty() {
         for sql in shell.cfg.execute.clone() {
-            if !shell.run_sql(&sql).await {
-                return Ok(false);
+            // `-e` takes one statement list or one meta-command, as psql's `-c` does.
+            let ran = if sql.trim_start().starts_with('\\') {
+                shell.meta(sql.trim()).await
+            } else {
+                Fed::Ran(shell.run_sql(&sql).await)
+            };
+            match ran {
+                Fed::Quit => break,
+                Fed::Ran(true) => {}
+                Fed::Ran(false) => return Ok(false),
             }
         }
         return Ok(true);
@@ -129,6 +137,14 @@ pub async fn run(cfg: ShellConfig) -> Result<bool> {
         return Ok(shell.run_script(&text, true).await);
     }
     shell.interactive().await
+}
+
+/// What a line of input did.
+enum Fed {
+    /// It ran what it completed (nothing, if it completed nothing): whether all succeeded.
+    Ran(bool),
+    /// It asked to quit.
+    Quit,
 }
 
 struct Shell {
@@ -201,24 +217,57 @@ impl Shell {
         }
     }
 
-    /// Runs a script: every complete statement, stopping at the first error if `stop`.
+    /// Runs a script line by line as the prompt would (statements end at `;`, a line
+    /// starting with `\\` outside a statement is a meta-command, `\\q` ends the script),
+    /// stopping at the first error if `stop`. Returns whether everything succeeded.
     async fn run_script(&mut self, text: &str, stop: bool) -> bool {
-        let (stmts, rest) = split_statements(text);
+        let mut buf = String::new();
         let mut ok = true;
-        let tail = rest.trim();
-        for s in stmts
-            .iter()
-            .map(String::as_str)
-            .chain((!tail.is_empty()).then_some(tail))
-        {
-            if !self.run_sql(s).await {
-                ok = false;
-                if stop {
-                    return false;
+        for line in text.lines() {
+            match self.feed(&mut buf, line, stop).await {
+                Fed::Quit => return ok,
+                Fed::Ran(true) => {}
+                Fed::Ran(false) => {
+                    ok = false;
+                    if stop {
+                        return false;
+                    }
                 }
             }
         }
+        // A last statement without its `;` still runs.
+        let tail = buf.trim();
+        if !tail.is_empty() && !self.run_sql(tail).await {
+            ok = false;
+        }
         ok
+    }
+
+    /// Takes one line of input into `buf`: runs a meta-command, or the statements the line
+    /// completes (all of them, or up to the first failure if `stop`).
+    async fn feed(&mut self, buf: &mut String, line: &str, stop: bool) -> Fed {
+        if buf.trim().is_empty() && line.trim_start().starts_with('\\') {
+            buf.clear();
+            return self.meta(line.trim()).await;
+        }
+        buf.push_str(line);
+        buf.push('\n');
+        let (stmts, rest) = split_statements(buf);
+        *buf = if rest.trim().is_empty() {
+            String::new()
+        } else {
+            rest
+        };
+        let mut ok = true;
+        for s in stmts {
+            if !self.run_sql(&s).await {
+                ok = false;
+                if stop {
+                    break;
+                }
+            }
+        }
+        Fed::Ran(ok)
     }
 
     async fn interactive(&mut self) -> Result<bool> {
@@ -240,25 +289,17 @@ impl Shell {
                 Err(rustyline::error::ReadlineError::Eof) => break,
                 Err(e) => bail!("terminal: {e}"),
             };
-            if buf.trim().is_empty() && line.trim_start().starts_with('\\') {
-                let _ = editor.add_history_entry(line.as_str());
-                if !self.meta(line.trim()).await {
-                    break;
-                }
-                continue;
+            let entry = if buf.trim().is_empty() {
+                line.trim().to_string()
+            } else {
+                format!("{}\n{}", buf.trim_end(), line.trim_end())
+            };
+            if let Fed::Quit = self.feed(&mut buf, &line, false).await {
+                break;
             }
-            buf.push_str(&line);
-            buf.push('\n');
-            let (stmts, rest) = split_statements(&buf);
-            if !stmts.is_empty() {
-                let _ = editor.add_history_entry(buf.trim());
-                for s in stmts {
-                    self.run_sql(&s).await;
-                }
-                buf = rest;
-                if buf.trim().is_empty() {
-                    buf.clear();
-                }
+            // A finished statement or meta-command goes into the history whole.
+            if buf.is_empty() && !entry.is_empty() {
+                let _ = editor.add_history_entry(entry.as_str());
             }
         }
         if let Some(h) = &history {
@@ -267,29 +308,29 @@ impl Shell {
         Ok(true)
     }
 
-    /// Handles a meta-command; returns false to quit.
-    async fn meta(&mut self, cmd: &str) -> bool {
+    /// Handles a meta-command.
+    async fn meta(&mut self, cmd: &str) -> Fed {
         let mut parts = cmd.split_whitespace();
         let name = parts.next().unwrap_or_default();
         let arg = parts.next();
-        match (name, arg) {
-            ("\\q", _) => return false,
-            ("\\?", _) | ("\\h", _) => println!(
-                "\\q          quit\n\\l          list databases\n\\dt         list tables\n\
-                 \\d [TABLE]  list tables, or describe TABLE\n\\?          this help"
-            ),
-            ("\\l", _) => {
-                self.run_sql("SHOW DATABASES").await;
+        let ok = match (name, arg) {
+            ("\\q", _) => return Fed::Quit,
+            ("\\?", _) | ("\\h", _) => {
+                println!(
+                    "\\q          quit\n\\l          list databases\n\\dt         list tables\n\
+                     \\d [TABLE]  list tables, or describe TABLE\n\\?          this help"
+                );
+                true
             }
-            ("\\dt", _) | ("\\d", None) => {
-                self.run_sql("SHOW TABLES").await;
+            ("\\l", _) => self.run_sql("SHOW DATABASES").await,
+            ("\\dt", _) | ("\\d", None) => self.run_sql("SHOW TABLES").await,
+            ("\\d", Some(t)) => self.run_sql(&format!("SHOW COLUMNS FROM {t}")).await,
+            _ => {
+                eprintln!("ERROR: unknown command {name}; \\? lists the commands");
+                false
             }
-            ("\\d", Some(t)) => {
-                self.run_sql(&format!("SHOW COLUMNS FROM {t}")).await;
-            }
-            _ => eprintln!("ERROR: unknown command {name}; \\? lists the commands"),
-        }
-        true
+        };
+        Fed::Ran(ok)
     }
 
     /// Runs one statement (or several, as the server splits them); prints results or the
