@@ -531,6 +531,32 @@ async fn copy_from_stdin_loads_rows_in_the_text_format() {
         .expect("still usable")
         .get(0);
     assert_eq!(one, 1);
+
+    // A COPY is all or nothing: a bad row after thousands of good ones (inserted batch by
+    // batch) leaves none of them.
+    let sink = db
+        .copy_in("copy copied (id, name) from stdin")
+        .await
+        .expect("COPY starts");
+    futures::pin_mut!(sink);
+    let mut data = String::new();
+    for i in 10_000..15_000 {
+        data += &format!("{i}\tgood\n");
+    }
+    data += "oops\tbad\n";
+    sink.send(bytes::Bytes::from(data)).await.expect("CopyData");
+    let err = sink.finish().await.expect_err("a row with a bad id");
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::INVALID_TEXT_REPRESENTATION),
+        "{err}"
+    );
+    let n: i64 = db
+        .query_one("select count(*) from copied", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(n, 1200, "rows of the failed COPY remain");
 }
 
 /// CREATE INDEX on a table that keeps taking writes from another node: the writer goes on

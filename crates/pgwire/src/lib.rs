@@ -215,7 +215,9 @@ impl CopyHandler for Conn {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        self.session.with(client, async |s| s.copy_fail()).await;
+        self.session
+            .with(client, async |s| s.copy_fail().await)
+            .await;
         PgWireError::UserError(Box::new(ErrorInfo::new(
             "ERROR".into(),
             "57014".into(),

@@ -1,8 +1,8 @@
 //! `COPY table [(columns)] FROM STDIN` in Postgres's text format: the gateway hands over the
 //! CopyData bytes as they come; complete lines become rows, inserted in batches of
-//! [`BATCH_ROWS`] through the session (so each batch is its own transaction in autocommit, and
-//! part of the open transaction otherwise — a failed COPY in autocommit keeps the batches
-//! written before the failure, as CockroachDB's did).
+//! [`BATCH_ROWS`] through the session, inside the open transaction or, when there is none, a
+//! transaction of the COPY's own that commits when the data ends: a COPY that fails leaves no
+//! row behind, as in Postgres.
 
 use crate::error::{Error, Result};
 
@@ -26,6 +26,9 @@ pub struct CopyIn {
     ended: bool,
     /// The first error; later data is ignored and the error reported at CopyDone.
     pub failed: Option<Error>,
+    /// The COPY runs in a transaction of its own (the session had none open), committed
+    /// when the data ends: all rows or none, as in Postgres.
+    pub own_txn: bool,
 }
 
 impl CopyIn {
@@ -39,6 +42,7 @@ impl CopyIn {
             count: 0,
             ended: false,
             failed: None,
+            own_txn: false,
         }
     }
 

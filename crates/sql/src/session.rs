@@ -261,7 +261,15 @@ impl Session {
             .map(|n| format!("\"{}\"", n.replace('"', "\"\"")))
             .collect();
         let prefix = format!("INSERT INTO {table} ({})", quoted.join(", "));
-        self.copy = Some(CopyIn::new(prefix, names.len()));
+        let mut copy = CopyIn::new(prefix, names.len());
+        if self.txn.is_none() {
+            // Outside a transaction the whole COPY is one (its batches of rows run inside it).
+            self.txn = Some(self.db.begin());
+            self.failed = false;
+            self.savepoints.clear();
+            copy.own_txn = true;
+        }
+        self.copy = Some(copy);
         Ok(Output::CopyIn(names.len()))
     }
 
@@ -295,6 +303,22 @@ impl Session {
                 self.copy_flush(&mut copy).await;
             }
         }
+        if copy.own_txn {
+            let Some(mut txn) = self.txn.take() else {
+                return Err(Error::Internal("COPY lost its transaction".into()));
+            };
+            self.failed = false;
+            return match copy.failed {
+                Some(e) => {
+                    let _ = txn.rollback().await;
+                    Err(e)
+                }
+                None => {
+                    txn.commit().await?;
+                    Ok(copy.count)
+                }
+            };
+        }
         match copy.failed {
             Some(e) => self.fail(Err(e)),
             None => Ok(copy.count),
@@ -302,8 +326,16 @@ impl Session {
     }
 
     /// Abandons the running COPY (the client sent CopyFail).
-    pub fn copy_fail(&mut self) {
-        if self.copy.take().is_some() && self.txn.is_some() {
+    pub async fn copy_fail(&mut self) {
+        let Some(copy) = self.copy.take() else {
+            return;
+        };
+        if copy.own_txn {
+            if let Some(mut txn) = self.txn.take() {
+                let _ = txn.rollback().await;
+            }
+            self.failed = false;
+        } else if self.txn.is_some() {
             self.failed = true;
         }
     }
