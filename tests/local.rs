@@ -148,6 +148,10 @@ async fn demo_runs_three_nodes_with_an_example_database_and_the_shell() {
         .filter(|l| l.contains("postgresql://root@127.0.0.1:"))
         .collect();
     assert_eq!(urls.len(), 3, "one SQL URL per node: {out}");
+    let admin = out
+        .lines()
+        .find_map(|l| l.strip_prefix("# Admin UI: http://"))
+        .unwrap_or_else(|| panic!("no Admin UI address: {out}"));
     assert!(
         out.contains("      name\n----------------\n  Ada Lovelace\n  Alan Turing\n(2 rows)\n"),
         "{out}"
@@ -173,5 +177,94 @@ async fn demo_runs_three_nodes_with_an_example_database_and_the_shell() {
     assert!(
         std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_err(),
         "a demo node still listens after exit"
+    );
+    assert!(
+        std::net::TcpStream::connect(admin).is_err(),
+        "the demo's Admin UI still listens after exit"
+    );
+}
+
+/// A plain HTTP GET (status and body), or `None` while nothing answers.
+fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, buf.split_once("\r\n\r\n")?.1.to_string()))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_http_answers_health_and_readiness_lists_nodes_and_serves_the_ui() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let http = format!("127.0.0.1:{}", free_port());
+    // `bini start` without `bini init`: the process runs but is not ready, as a StatefulSet's
+    // pods are (0/1) until the cluster is initialised.
+    let _node = Proc(
+        Command::new(bini_bin())
+            .args(["start", "--insecure", "--store"])
+            .arg(dir.path().join("store"))
+            .args([
+                "--listen-addr",
+                &addr,
+                "--http-addr",
+                &http,
+                "--join",
+                &addr,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn bini start"),
+    );
+    wait_for(
+        Duration::from_secs(30),
+        "the admin port to answer",
+        || async { http_get(&http, "/health").filter(|(s, _)| *s == 200) },
+    )
+    .await;
+    let (status, body) = http_get(&http, "/health?ready=1").expect("readiness");
+    assert_eq!(status, 503, "ready before init: {body}");
+
+    let out = Command::new(bini_bin())
+        .args(["init", "--insecure", "--host", &addr])
+        .output()
+        .expect("bini init");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_for(Duration::from_secs(60), "readiness after init", || async {
+        http_get(&http, "/health?ready=1").filter(|(s, _)| *s == 200)
+    })
+    .await;
+    // Ready means SQL works.
+    let out = bini_sql(&addr, "select 1");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let nodes = wait_for(Duration::from_secs(30), "the node's record", || async {
+        let (status, body) = http_get(&http, "/api/v2/nodes")?;
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        let nodes = v["nodes"].as_array().expect("nodes").clone();
+        (!nodes.is_empty()).then_some(nodes)
+    })
+    .await;
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    assert_eq!(nodes[0]["id"], 1);
+    assert_eq!(nodes[0]["address"], addr.as_str());
+    assert_eq!(nodes[0]["http_address"], http.as_str());
+    assert_eq!(nodes[0]["is_live"], true);
+
+    let (status, page) = http_get(&http, "/").expect("UI");
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("<title>bini</title>") && page.contains("/api/v2/nodes"),
+        "{page}"
     );
 }

@@ -56,6 +56,7 @@ pub async fn run(cfg: DemoConfig) -> Result<bool> {
     let result = async {
         for i in 0..cfg.nodes {
             let mut config = NodeConfig::new(dir.path().join(format!("node{}", i + 1)), "127.0.0.1:0");
+            config.http_addr = Some("127.0.0.1:0".into());
             if let Some(first) = nodes.first() {
                 config.join = vec![first.advertise_addr().to_string()];
             }
@@ -85,6 +86,9 @@ pub async fn run(cfg: DemoConfig) -> Result<bool> {
                 "#   node {}: postgresql://root@{a}/movr?sslmode=disable",
                 i + 1
             );
+        }
+        if let Some(http) = nodes[0].http_addr() {
+            println!("# Admin UI: http://{http}");
         }
         println!("# The example database `movr` holds users, vehicles and rides.");
         let (host, port) = addrs[0].rsplit_once(':').expect("socket address");

@@ -11,6 +11,7 @@
 //! splits and replica changes, the split queue, the replicate queue (up-replication to the
 //! replication factor) and lease balancing.
 
+mod admin;
 mod background;
 mod faults;
 mod services;
@@ -45,7 +46,8 @@ pub struct NodeConfig {
     pub listen_addr: String,
     /// Address other nodes and clients use; defaults to the bound listen address.
     pub advertise_addr: Option<String>,
-    /// The admin HTTP address (reported in node records; served from the admin issue on).
+    /// The admin HTTP address to listen on (`host:port`; port 0 picks a free one); no admin
+    /// server when unset.
     pub http_addr: Option<String>,
     /// Nodes to join.
     pub join: Vec<String>,
@@ -187,6 +189,7 @@ impl NodeState {
 pub struct Node {
     state: Arc<NodeState>,
     addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
 }
@@ -215,6 +218,30 @@ impl Node {
             .advertise_addr
             .clone()
             .unwrap_or_else(|| addr.to_string());
+        let mut config = config;
+        let http = match config.http_addr.clone() {
+            Some(a) => {
+                let err = |source| Error::Listen {
+                    addr: a.clone(),
+                    source,
+                };
+                let l = TcpListener::bind(&a).await.map_err(err)?;
+                let bound = l.local_addr().map_err(err)?;
+                // Node records carry an address others can reach: the advertised host when
+                // listening on every interface.
+                let host = if bound.ip().is_unspecified() {
+                    advertise
+                        .rsplit_once(':')
+                        .map(|(h, _)| h.to_string())
+                        .unwrap_or_else(|| bound.ip().to_string())
+                } else {
+                    bound.ip().to_string()
+                };
+                config.http_addr = Some(format!("{host}:{}", bound.port()));
+                Some((l, bound))
+            }
+            None => None,
+        };
         let directory = Arc::new(NodeDirectory::new());
         let sender = Arc::new(DistSender::new(directory.clone(), None));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -241,6 +268,12 @@ impl Node {
             runtime: tokio::runtime::Handle::current(),
             tasks: parking_lot::Mutex::new(Vec::new()),
         });
+        let http_addr = http.as_ref().map(|(_, a)| *a);
+        if let Some((l, _)) = http {
+            let status = Arc::new(admin::AdminStatus(state.clone()));
+            let task = tokio::spawn(bini_admin::serve(l, status, shutdown_rx.clone()));
+            state.tasks.lock().push(task);
+        }
         let server = tokio::spawn(services::serve(state.clone(), listener, shutdown_rx));
         match state.engine.get(Cf::Data, bini_kv::keys::STORE_IDENT_KEY)? {
             Some(b) => {
@@ -256,6 +289,7 @@ impl Node {
         Ok(Node {
             state,
             addr,
+            http_addr,
             shutdown: shutdown_tx,
             server,
         })
@@ -264,6 +298,11 @@ impl Node {
     /// The bound listen address.
     pub fn listen_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The bound admin HTTP address, if the node serves one.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// The address advertised to others.
