@@ -75,6 +75,27 @@ async fn start_single_node_is_a_one_replica_cluster_that_keeps_its_data() {
     let addr = format!("127.0.0.1:{}", free_port());
     let node = start_single_node(&store, &addr);
     wait_for_sql(&addr).await;
+    // A URL as `bini demo` prints them connects as it is; one that does not turn TLS off is
+    // refused with one line (secure mode is not built yet).
+    let url = |q: &str| {
+        Command::new(bini_bin())
+            .args([
+                "sql",
+                "--url",
+                &format!("postgresql://root@{addr}/defaultdb{q}"),
+            ])
+            .args(["-e", "select 1"])
+            .output()
+            .expect("run bini sql")
+    };
+    let out = url("?sslmode=disable");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = url("");
+    assert!(!out.status.success());
+    assert_eq!(
+        text(&out.stderr),
+        "ERROR: secure mode is not available yet; pass --insecure\n"
+    );
     for stmt in [
         "create table kv (k int primary key, v string)",
         "insert into kv values (1, 'one'), (2, 'two')",

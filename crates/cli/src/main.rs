@@ -236,9 +236,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// Whether a connection URL's query sets `sslmode=disable`.
+fn url_disables_tls(url: &str) -> bool {
+    url.split_once('?').is_some_and(|(_, q)| {
+        q.split('&')
+            .any(|kv| kv.eq_ignore_ascii_case("sslmode=disable"))
+    })
+}
+
 async fn run(cli: Cli) -> Result<()> {
     // The demo listens on loopback only and is thrown away: no security to ask for.
-    if !cli.insecure && !matches!(cli.command, Command::Version | Command::Demo(_)) {
+    // A URL that turns TLS off (`sslmode=disable`, as `bini demo` prints them) says insecure too.
+    let url_insecure = match &cli.command {
+        Command::Sql(a) => a.url.as_deref().is_some_and(url_disables_tls),
+        _ => false,
+    };
+    if !cli.insecure && !url_insecure && !matches!(cli.command, Command::Version | Command::Demo(_))
+    {
         // Secure mode (TLS, certificates, passwords) is not built yet; say so instead of
         // silently running without it.
         bail!("secure mode is not available yet; pass --insecure");
