@@ -573,7 +573,7 @@ async fn create_index_backfills_while_the_table_takes_writes() {
     let db = pg_connect_node(&c, 0).await;
     db.batch_execute(
         "create table events (id int primary key, kind int, note text); \
-         insert into events select g, g % 50, 'n' from generate_series(1, 6000) as g",
+         insert into events select g, g % 50, 'n' from generate_series(1, 20000) as g",
     )
     .await
     .expect("load events");
@@ -592,7 +592,7 @@ async fn create_index_backfills_while_the_table_takes_writes() {
             while !stop.load(Ordering::SeqCst) {
                 i += 1;
                 let was_building = building.load(Ordering::SeqCst);
-                let (new, moved, gone) = (6000 + i, i * 7 % 6000 + 1, i * 13 % 6000 + 1);
+                let (new, moved, gone) = (20_000 + i, i * 7 % 20_000 + 1, i * 13 % 20_000 + 1);
                 writer
                     .execute(
                         "insert into events values ($1, $2, 'w')",
@@ -733,4 +733,57 @@ async fn schema_changes_on_one_node_are_seen_at_once_by_the_others() {
         err.code(),
         Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE)
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancel_request_stops_the_running_statement() {
+    let c = Cluster::start(3, &[]).await;
+    wait_for_sql(&c).await;
+    let db = pg_connect_node(&c, 0).await;
+    db.batch_execute("create table few (a int primary key); insert into few values (1)")
+        .await
+        .expect("setup");
+    // A correlated subquery per row of a long series: seconds of work, one read per row.
+    let slow = "select (select count(*) from few where a = g) from generate_series(1, 1000000) g";
+    let token = db.cancel_token();
+    let watcher = pg_connect_node(&c, 0).await;
+    let started = std::time::Instant::now();
+    let (result, ()) = tokio::join!(db.query(slow, &[]), async {
+        // Cancel once the node shows the statement running.
+        wait_for(Duration::from_secs(30), "the statement to run", || async {
+            let rows = watcher
+                .query(
+                    "select count(*) from bini_internal.sessions \
+                     where active_query like '%1000000%' \
+                     and active_query not like '%bini_internal%'",
+                    &[],
+                )
+                .await
+                .ok()?;
+            (rows[0].get::<_, i64>(0) > 0).then_some(())
+        })
+        .await;
+        token
+            .cancel_query(tokio_postgres::NoTls)
+            .await
+            .expect("cancel request");
+    });
+    let err = result.expect_err("the statement is canceled");
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::QUERY_CANCELED),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "canceled only after {:?}",
+        started.elapsed()
+    );
+    // The session carries on.
+    let one: i32 = db
+        .query_one("select 1::int4", &[])
+        .await
+        .expect("usable after cancel")
+        .get(0);
+    assert_eq!(one, 1);
 }

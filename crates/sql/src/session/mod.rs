@@ -746,7 +746,12 @@ impl Session {
         match stmt {
             S::Query(q) => {
                 let planned = ctx.plan_query(q).await?;
-                let rows = execute(&planned.node, ctx.txn).await?;
+                // Describe wants the columns only: the query is planned, not run.
+                let rows = if ctx.describe {
+                    Vec::new()
+                } else {
+                    execute(&planned.node, ctx.txn).await?
+                };
                 Ok(Output::Rows {
                     columns: planned.columns,
                     rows,
