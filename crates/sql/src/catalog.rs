@@ -185,6 +185,13 @@ impl TableDesc {
             .chain(&self.indexes)
             .find(|i| i.name == name)
     }
+
+    /// The index with id `id`, primary included.
+    pub fn index_by_id(&self, id: u32) -> Option<&IndexDesc> {
+        std::iter::once(&self.primary)
+            .chain(&self.indexes)
+            .find(|i| i.id == id)
+    }
 }
 
 /// Any descriptor.
@@ -236,12 +243,20 @@ pub async fn allocate_id(db: &Db) -> Result<u32> {
 }
 
 async fn lookup(txn: &mut Txn, parent: u32, name: &str) -> Result<Option<Descriptor>> {
+    match lookup_bytes(txn, parent, name).await? {
+        Some(v) => Ok(Some(decode_desc(&v)?)),
+        None => Ok(None),
+    }
+}
+
+/// The stored descriptor the name `name` under `parent` points at.
+async fn lookup_bytes(txn: &mut Txn, parent: u32, name: &str) -> Result<Option<Vec<u8>>> {
     let Some(id) = txn.get(&ns_key(parent, name)).await? else {
         return Ok(None);
     };
     let id = decode_id(&id)?;
     match txn.get(&desc_key(id)).await? {
-        Some(v) => Ok(Some(decode_desc(&v)?)),
+        Some(v) => Ok(Some(v)),
         None => Err(Error::Internal(format!(
             "name {name} points at missing descriptor {id}"
         ))),
@@ -469,10 +484,7 @@ impl DescCache {
         let Some(d) = database(txn, db).await? else {
             return Ok(None);
         };
-        let Some(id) = txn.get(&ns_key(d.id, name)).await? else {
-            return Ok(None);
-        };
-        let Some(bytes) = txn.get(&desc_key(decode_id(&id)?)).await? else {
+        let Some(bytes) = lookup_bytes(txn, d.id, name).await? else {
             return Ok(None);
         };
         match decode_desc(&bytes)? {

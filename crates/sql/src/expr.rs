@@ -615,6 +615,14 @@ pub fn like(s: &str, p: &str) -> bool {
     go(&s, &p)
 }
 
+/// `d` as a value of type `ty`, if the cast keeps it equal (a key column can only match
+/// such a value; `2.5` cast to an integer, or a string cut to fit, cannot match anything).
+pub fn exact_cast(d: &Datum, ty: &Type) -> Option<Datum> {
+    cast(d.clone(), ty)
+        .ok()
+        .filter(|x| x.compare(d) == Some(std::cmp::Ordering::Equal))
+}
+
 /// Converts a value to a type, as `CAST` and assignment to a column do.
 pub fn cast(d: Datum, ty: &Type) -> Result<Datum> {
     use Datum::*;

@@ -795,10 +795,7 @@ pub const LOOKUP_JOIN_MAX_ROWS: usize = 10_000;
 /// values name. A value that no row of the column's type can equal (NULL, or changed by the
 /// cast to it) names nothing.
 fn join_lookup(table: &TableDesc, index: u32, keys: &[Expr], left: &[Row]) -> Result<Lookup> {
-    let Some(idx) = std::iter::once(&table.primary)
-        .chain(&table.indexes)
-        .find(|i| i.id == index)
-    else {
+    let Some(idx) = table.index_by_id(index) else {
         return Err(Error::Internal(format!("index {index} of {}", table.name)));
     };
     let types: Vec<Type> = table
@@ -814,11 +811,9 @@ fn join_lookup(table: &TableDesc, index: u32, keys: &[Expr], left: &[Row]) -> Re
             if v.is_null() {
                 continue 'rows;
             }
-            match crate::expr::cast(v.clone(), ty) {
-                Ok(x) if x.compare(&v) == Some(std::cmp::Ordering::Equal) => {
-                    encode_key_datum(&x, &mut key)?
-                }
-                _ => continue 'rows,
+            match crate::expr::exact_cast(&v, ty) {
+                Some(x) => encode_key_datum(&x, &mut key)?,
+                None => continue 'rows,
             }
         }
         found.push(key);

@@ -182,52 +182,37 @@ pub(super) fn join_node(
         rest.push(c.clone());
     }
     let on = and_all(rest);
-    if matches!(kind, JoinKind::Inner | JoinKind::Left) {
-        if let Node::Scan {
+    let lookup = match &right {
+        Node::Scan {
             table,
             keys: None,
-            filter,
             limit: None,
-        } = right
-        {
-            return Ok(match lookup_keys(&table, &equi) {
-                Some((index, keys)) => Node::LookupJoin {
-                    left: Box::new(left),
-                    table,
-                    index,
-                    keys,
-                    filter,
-                    kind,
-                    on,
-                    equi,
-                    left_width,
-                    right_width,
-                },
-                None => Node::Join {
-                    left: Box::new(left),
-                    right: Box::new(Node::Scan {
-                        table,
-                        keys: None,
-                        filter,
-                        limit: None,
-                    }),
-                    kind,
-                    on,
-                    equi,
-                    left_width,
-                    right_width,
-                },
-            });
-        }
-    }
-    Ok(Node::Join {
-        left: Box::new(left),
-        right: Box::new(right),
-        kind,
-        on,
-        equi,
-        left_width,
-        right_width,
+            ..
+        } if matches!(kind, JoinKind::Inner | JoinKind::Left) => lookup_keys(table, &equi),
+        _ => None,
+    };
+    Ok(match (lookup, right) {
+        (Some((index, keys)), Node::Scan { table, filter, .. }) => Node::LookupJoin {
+            left: Box::new(left),
+            table,
+            index,
+            keys,
+            filter,
+            kind,
+            on,
+            equi,
+            left_width,
+            right_width,
+        },
+        (_, right) => Node::Join {
+            left: Box::new(left),
+            right: Box::new(right),
+            kind,
+            on,
+            equi,
+            left_width,
+            right_width,
+        },
     })
 }
 
@@ -296,9 +281,9 @@ fn pinned_values(table: &TableDesc, pred: &Expr) -> HashMap<usize, Vec<Datum>> {
             if v.is_null() {
                 continue;
             }
-            match cast(v.clone(), ty) {
-                Ok(x) if x.compare(&v) == Some(std::cmp::Ordering::Equal) => typed.push(x),
-                _ => continue 'conjuncts,
+            match exact_cast(&v, ty) {
+                Some(x) => typed.push(x),
+                None => continue 'conjuncts,
             }
         }
         pinned.insert(col, typed);
@@ -452,10 +437,7 @@ fn bounds(table: &TableDesc, pred: &Expr, col: usize) -> Bounds {
         if v.is_null() {
             continue;
         }
-        let v = match cast(v.clone(), ty) {
-            Ok(x) if x.compare(v) == Some(Ordering::Equal) => x,
-            _ => continue,
-        };
+        let Some(v) = exact_cast(v, ty) else { continue };
         // Keep the tighter of two bounds (the later one when they cannot be compared).
         let tighter = |old: &Option<Bound>, new: Bound, want: Ordering| match old {
             Some((o, inc)) => match new.0.compare(o) {

@@ -39,7 +39,7 @@ use bini_txn::Txn;
 use crate::catalog::TableDesc;
 use crate::encoding::encode_key_datum;
 use crate::error::{Error, Result};
-use crate::expr::{cast, BinOp, Expr, Subquery, SubqueryKind};
+use crate::expr::{cast, exact_cast, BinOp, Expr, Subquery, SubqueryKind};
 use crate::functions::Func;
 use crate::plan::{
     execute, AggFunc, Aggregate, BoxFuture, Column, JoinKind, Lookup, Node, SetOp, SortKey,

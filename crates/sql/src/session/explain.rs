@@ -14,9 +14,7 @@ pub(super) fn explain(node: &crate::plan::Node, depth: usize, out: &mut Vec<Stri
             use crate::internal::{pretty_index_key, pretty_key, pretty_primary_key};
             let spans = match keys {
                 Some(crate::plan::Lookup::Spans { index, spans }) => {
-                    let idx = std::iter::once(&table.primary)
-                        .chain(&table.indexes)
-                        .find(|i| i.id == *index);
+                    let idx = table.index_by_id(*index);
                     let pretty = |k: &[u8]| match idx {
                         Some(idx) => {
                             pretty_index_key(table, idx.id, &table.index_positions(idx), k)
@@ -97,9 +95,7 @@ pub(super) fn explain(node: &crate::plan::Node, depth: usize, out: &mut Vec<Stri
             "lookup {kind:?} join: {} key column(s) of {}@{} per left row (a full scan past {} left rows)",
             keys.len(),
             table.name,
-            std::iter::once(&table.primary)
-                .chain(&table.indexes)
-                .find(|i| i.id == *index)
+            table.index_by_id(*index)
                 .map(|i| i.name.as_str())
                 .unwrap_or("?"),
             crate::plan::LOOKUP_JOIN_MAX_ROWS
