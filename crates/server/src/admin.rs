@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bini_admin::{NodeView, Status};
 
-use crate::background::LIVENESS_THRESHOLD;
+use crate::background::is_live;
 use crate::{now_nanos, NodeState};
 
 /// The node, as the admin server sees it.
@@ -25,14 +25,13 @@ impl Status for AdminStatus {
             .into_iter()
             .filter(|n| n.node_id != 0 && n.updated_at_nanos != 0)
             .map(|n| NodeView {
+                is_live: is_live(&n, now),
                 id: n.node_id,
                 address: n.address,
                 http_address: n.http_address,
                 build: n.build,
                 started_at: rfc3339(n.started_at_nanos),
                 updated_at: rfc3339(n.updated_at_nanos),
-                is_live: now.saturating_sub(n.updated_at_nanos)
-                    < LIVENESS_THRESHOLD.as_nanos() as u64,
                 leases: n.lease_count,
                 replicas: n.replica_count,
             })

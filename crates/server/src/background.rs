@@ -335,16 +335,18 @@ pub(crate) async fn split_range_at(
     store.split(range, split_key, RangeId(id as u64)).await
 }
 
+/// Whether a node's record, as of `now` (nanoseconds), is fresher than [`LIVENESS_THRESHOLD`].
+pub(crate) fn is_live(n: &NodeInfo, now: u64) -> bool {
+    now.saturating_sub(n.updated_at_nanos) < LIVENESS_THRESHOLD.as_nanos() as u64
+}
+
 fn live_nodes(state: &NodeState) -> Vec<NodeInfo> {
     let now = now_nanos();
     state
         .directory
         .nodes()
         .into_iter()
-        .filter(|n| {
-            now.saturating_sub(n.updated_at_nanos) < LIVENESS_THRESHOLD.as_nanos() as u64
-                && !n.decommissioning
-        })
+        .filter(|n| is_live(n, now) && !n.decommissioning)
         .collect()
 }
 
