@@ -10,8 +10,10 @@
 //! will plug in. SQL errors become SQLSTATE codes in exactly one place, [`sqlstate`].
 
 mod encode;
+mod socket;
 
 use std::fmt::Debug;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -77,7 +79,12 @@ pub fn sqlstate(e: &bini_sql::Error) -> &'static str {
         E::NoActiveTransaction(_) => "25P01",
         E::InvalidSavepoint(_) => "3B001",
         E::ProgramLimitExceeded(_) => "54000",
-        E::Canceled => "57014",
+        E::StatementTooComplex(_) => "54001",
+        E::Canceled | E::StatementTimeout => "57014",
+        E::UnrecognizedSetting(_) => "42704",
+        E::ReadOnlyTransaction(_) | E::Txn(bini_txn::Error::ReadOnly(_)) => "25006",
+        E::ActiveTransaction(_) => "25001",
+        E::InvalidPreparedStatement(_) => "26000",
         E::Txn(t) if t.is_retryable() => "40001",
         E::Txn(bini_txn::Error::Kv(bini_kv::Error::BelowGcThreshold { .. })) => "72000",
         E::Txn(bini_txn::Error::Kv(k)) if k.is_retryable() => "40001",
@@ -126,6 +133,7 @@ impl Gateway {
             db: self.db.clone(),
             registry: self.registry.clone(),
             session: tokio::sync::Mutex::new(None),
+            reset_statements: AtomicBool::new(false),
         });
         let handlers = Arc::new(Connection {
             conn: Arc::new(Conn {
@@ -140,7 +148,7 @@ impl Gateway {
             }),
             cancel: Arc::new(DefaultCancelHandler::new(self.manager.clone())),
         });
-        if let Err(e) = pgwire::tokio::process_socket(stream, None, handlers).await {
+        if let Err(e) = socket::serve(stream, handlers).await {
             tracing::debug!(error = %e, "pgwire connection ended with an error");
         }
     }
@@ -307,9 +315,60 @@ struct SessionSlot {
     db: Db,
     registry: Arc<bini_sql::Registry>,
     session: tokio::sync::Mutex<Option<Session>>,
+    /// Set by `DEALLOCATE ALL` / `DISCARD ALL`: the connection loop empties the statement
+    /// store once the message is handled.
+    reset_statements: AtomicBool,
 }
 
 impl SessionSlot {
+    /// The session's `idle_in_transaction_session_timeout`.
+    async fn idle_in_transaction_timeout(&self) -> Option<std::time::Duration> {
+        self.session
+            .lock()
+            .await
+            .as_ref()
+            .and_then(Session::idle_in_transaction_timeout)
+    }
+
+    /// Rolls back the session's open transaction (the connection is being closed).
+    async fn abandon(&self) {
+        if let Some(s) = self.session.lock().await.as_mut() {
+            s.abandon().await;
+        }
+    }
+
+    /// Whether prepared statements were dropped since last asked.
+    fn take_statement_reset(&self) -> bool {
+        self.reset_statements.swap(false, Ordering::Relaxed)
+    }
+
+    /// Answers `DEALLOCATE name` (dropping one prepared statement) or `DEALLOCATE ALL` /
+    /// `DISCARD ALL` (dropping them all, with every portal).
+    fn deallocate<C>(
+        &self,
+        client: &C,
+        name: Option<String>,
+        tag: &'static str,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientPortalStore,
+        C::PortalStore: PortalStore,
+    {
+        match name {
+            Some(name) => {
+                if client.portal_store().get_statement(&name).is_none() {
+                    return Err(user_error(&bini_sql::Error::InvalidPreparedStatement(name)));
+                }
+                client.portal_store().rm_statement(&name);
+            }
+            None => {
+                client.portal_store().clear_portals();
+                self.reset_statements.store(true, Ordering::Relaxed);
+            }
+        }
+        Ok(Response::Execution(Tag::new(tag)))
+    }
+
     async fn with<C: ClientInfo, T>(
         &self,
         client: &C,
@@ -360,6 +419,8 @@ fn to_response(out: Output, format: &Format) -> PgWireResult<Response> {
             Response::Execution(Tag::new(verb).with_rows(rows as usize))
         }
         Output::CopyIn(columns) => Response::CopyIn(CopyResponse::new(0, columns, stream::empty())),
+        // Answered by the caller, which has the connection's statement store.
+        Output::Deallocate { tag, .. } => Response::Execution(Tag::new(tag)),
         Output::Begin => Response::TransactionStart(Tag::new("BEGIN")),
         Output::End(tag) => Response::TransactionEnd(Tag::new(tag)),
     })
@@ -381,6 +442,16 @@ impl SimpleQueryHandler for Conn {
         let mut out = Vec::with_capacity(results.len());
         for r in results {
             match r {
+                Ok(Output::Deallocate { name, tag }) => {
+                    match self.session.deallocate(client, name, tag) {
+                        Ok(resp) => out.push(resp),
+                        Err(PgWireError::UserError(info)) => {
+                            out.push(Response::Error(info));
+                            break;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
                 Ok(o) => out.push(to_response(o, &Format::UnifiedText)?),
                 Err(e) => {
                     let PgWireError::UserError(info) = user_error(&e) else {
@@ -616,6 +687,7 @@ impl ExtendedQueryHandler for Conn {
             .with(client, async |s| s.execute(&stmt, &params).await)
             .await;
         match result {
+            Ok(Output::Deallocate { name, tag }) => self.session.deallocate(client, name, tag),
             Ok(out) => to_response(out, &portal.result_column_format),
             Err(e) => Err(user_error(&e)),
         }

@@ -99,6 +99,26 @@ pub enum Error {
     /// A value or request beyond what the node will build.
     #[error("{0}")]
     ProgramLimitExceeded(String),
+    /// `SET` or `SHOW` of a variable bini does not have (SQLSTATE 42704).
+    #[error("unrecognized configuration parameter \"{0}\"")]
+    UnrecognizedSetting(String),
+    /// A write in a read-only transaction (SQLSTATE 25006); the statement's verb.
+    #[error("cannot execute {0} in a read-only transaction")]
+    ReadOnlyTransaction(String),
+    /// A statement that must run outside a transaction block, or before its first query
+    /// (SQLSTATE 25001).
+    #[error("{0}")]
+    ActiveTransaction(String),
+    /// `DEALLOCATE` of a prepared statement that does not exist (SQLSTATE 26000).
+    #[error("prepared statement \"{0}\" does not exist")]
+    InvalidPreparedStatement(String),
+    /// The statement ran past `statement_timeout` (SQLSTATE 57014).
+    #[error("canceling statement due to statement timeout")]
+    StatementTimeout,
+    /// A statement nested too deeply to run (SQLSTATE 54001, as Postgres's "stack depth
+    /// limit exceeded").
+    #[error("statement too complex: {0}")]
+    StatementTooComplex(String),
     /// A statement in a transaction that already failed.
     #[error("current transaction is aborted, commands ignored until end of transaction block")]
     InFailedTransaction,
@@ -132,7 +152,10 @@ impl From<sqlparser::parser::ParserError> for Error {
             sqlparser::parser::ParserError::ParserError(m)
             | sqlparser::parser::ParserError::TokenizerError(m) => m,
             sqlparser::parser::ParserError::RecursionLimitExceeded => {
-                "statement nested too deeply".into()
+                return Error::StatementTooComplex(format!(
+                    "brackets, subqueries or prefix operators nested more than {} levels deep",
+                    crate::nesting::PARSER_RECURSION_LIMIT
+                ));
             }
         };
         Error::Syntax(format!("syntax error: {msg}"))

@@ -138,137 +138,44 @@ pub enum SubqueryKind {
 
 impl Expr {
     /// Evaluates the expression on one row.
+    ///
+    /// This is the recursion every row goes through once per node, so its frame is kept
+    /// small: each kind of node is evaluated by a function of its own (in a debug build a
+    /// frame holds the locals of every match arm, and one big match made each level of a
+    /// 2,000-level expression cost 20 KiB of stack).
     pub fn eval(&self, row: &[Datum]) -> Result<Datum> {
-        Ok(match self {
-            Expr::Literal(d) => d.clone(),
+        crate::stack::grow(|| match self {
+            Expr::Literal(d) => Ok(d.clone()),
             Expr::Column(i) => row
                 .get(*i)
                 .cloned()
-                .ok_or_else(|| Error::Internal(format!("column {i} out of range")))?,
-            Expr::Binary(op, l, r) => binary(*op, l.eval(row)?, r.eval(row)?)?,
-            Expr::Neg(e) => match e.eval(row)? {
-                Datum::Null => Datum::Null,
-                Datum::Int(i) => Datum::Int(i.checked_neg().ok_or_else(int_overflow)?),
-                Datum::Float(f) => Datum::Float(-f),
-                Datum::Decimal(d) => Datum::Decimal(-d),
-                Datum::Interval(i) => Datum::Interval(crate::types::Interval {
-                    months: i.months.checked_neg().ok_or_else(int_overflow)?,
-                    days: i.days.checked_neg().ok_or_else(int_overflow)?,
-                    micros: i.micros.checked_neg().ok_or_else(int_overflow)?,
-                }),
-                other => return Err(mismatch("-", &other)),
-            },
-            Expr::Not(e) => match e.eval(row)?.truth()? {
-                None => Datum::Null,
-                Some(b) => Datum::Bool(!b),
-            },
-            Expr::And(l, r) => {
-                let a = l.eval(row)?.truth()?;
-                if a == Some(false) {
-                    return Ok(Datum::Bool(false));
-                }
-                match (a, r.eval(row)?.truth()?) {
-                    (_, Some(false)) => Datum::Bool(false),
-                    (Some(true), Some(true)) => Datum::Bool(true),
-                    _ => Datum::Null,
-                }
-            }
-            Expr::Or(l, r) => {
-                let a = l.eval(row)?.truth()?;
-                if a == Some(true) {
-                    return Ok(Datum::Bool(true));
-                }
-                match (a, r.eval(row)?.truth()?) {
-                    (_, Some(true)) => Datum::Bool(true),
-                    (Some(false), Some(false)) => Datum::Bool(false),
-                    _ => Datum::Null,
-                }
-            }
-            Expr::IsNull(e, negated) => Datum::Bool(e.eval(row)?.is_null() != *negated),
-            Expr::IsDistinct(l, r, negated) => {
-                let (a, b) = (l.eval(row)?, r.eval(row)?);
-                let same = match (a.is_null(), b.is_null()) {
-                    (true, true) => true,
-                    (false, false) => a.compare(&b) == Some(Ordering::Equal),
-                    _ => false,
-                };
-                Datum::Bool(same == *negated)
-            }
-            Expr::InList(e, list, negated) => {
-                let v = e.eval(row)?;
-                if v.is_null() {
-                    return Ok(Datum::Null);
-                }
-                let mut saw_null = false;
-                for item in list {
-                    let x = item.eval(row)?;
-                    if x.is_null() {
-                        saw_null = true;
-                    } else if v.compare(&x) == Some(Ordering::Equal) {
-                        return Ok(Datum::Bool(!negated));
-                    }
-                }
-                if saw_null {
-                    Datum::Null
-                } else {
-                    Datum::Bool(*negated)
-                }
-            }
+                .ok_or_else(|| Error::Internal(format!("column {i} out of range"))),
+            Expr::Binary(op, l, r) => eval_binary(*op, l, r, row),
+            Expr::Neg(e) => negate(e, row),
+            Expr::Not(e) => eval_not(e, row),
+            Expr::And(l, r) => eval_and(l, r, row),
+            Expr::Or(l, r) => eval_or(l, r, row),
+            Expr::IsNull(e, negated) => eval_is_null(e, *negated, row),
+            Expr::IsDistinct(l, r, negated) => eval_is_distinct(l, r, *negated, row),
+            Expr::InList(e, list, negated) => eval_in_list(e, list, *negated, row),
             Expr::Like {
                 expr,
                 pattern,
                 negated,
                 case_insensitive,
-            } => match (expr.eval(row)?, pattern.eval(row)?) {
-                (Datum::String(s), Datum::String(p)) => {
-                    let m = if *case_insensitive {
-                        like(&s.to_lowercase(), &p.to_lowercase())
-                    } else {
-                        like(&s, &p)
-                    };
-                    Datum::Bool(m != *negated)
-                }
-                (Datum::Null, _) | (_, Datum::Null) => Datum::Null,
-                (other, _) => return Err(mismatch("LIKE", &other)),
-            },
-            Expr::Cast(e, ty) => cast(e.eval(row)?, ty)?,
+            } => eval_like(expr, pattern, *negated, *case_insensitive, row),
+            Expr::Cast(e, ty) => eval_cast(e, ty, row),
             Expr::Case {
                 operand,
                 whens,
                 otherwise,
-            } => {
-                let op = operand.as_ref().map(|o| o.eval(row)).transpose()?;
-                for (cond, result) in whens {
-                    let c = cond.eval(row)?;
-                    let hit = match &op {
-                        Some(v) => {
-                            !v.is_null() && !c.is_null() && v.compare(&c) == Some(Ordering::Equal)
-                        }
-                        None => c.truth()? == Some(true),
-                    };
-                    if hit {
-                        return result.eval(row);
-                    }
-                }
-                match otherwise {
-                    Some(e) => e.eval(row)?,
-                    None => Datum::Null,
-                }
-            }
-            Expr::Call(f, args) => {
-                let vals = args
-                    .iter()
-                    .map(|a| a.eval(row))
-                    .collect::<Result<Vec<_>>>()?;
-                functions::call(*f, vals)?
-            }
+            } => eval_case(operand.as_deref(), whens, otherwise.as_deref(), row),
+            Expr::Call(f, args) => eval_call(*f, args, row),
             // Correlated subqueries run in SELECT lists and WHERE clauses of queries; other
             // places (DML, joins, ORDER BY, GROUP BY) do not run them yet.
-            Expr::Outer(..) | Expr::Subquery(_) => {
-                return Err(Error::FeatureNotSupported(
-                    "a correlated subquery here (only in a query's SELECT list or WHERE)".into(),
-                ))
-            }
+            Expr::Outer(..) | Expr::Subquery(_) => Err(Error::FeatureNotSupported(
+                "a correlated subquery here (only in a query's SELECT list or WHERE)".into(),
+            )),
         })
     }
 
@@ -309,62 +216,66 @@ impl Expr {
     /// Visits this expression and every subexpression (not into a subquery's plan; an
     /// `IN (SELECT …)`'s left side is visited).
     pub fn walk(&self, f: &mut dyn FnMut(&Expr)) {
-        f(self);
-        match self {
-            Expr::Literal(_) | Expr::Column(_) | Expr::Outer(..) => {}
-            Expr::Subquery(sub) => {
-                if let SubqueryKind::In { expr, .. } = &sub.kind {
+        crate::stack::grow(|| {
+            f(self);
+            match self {
+                Expr::Literal(_) | Expr::Column(_) | Expr::Outer(..) => {}
+                Expr::Subquery(sub) => {
+                    if let SubqueryKind::In { expr, .. } = &sub.kind {
+                        expr.walk(f);
+                    }
+                }
+                Expr::Binary(_, a, b)
+                | Expr::And(a, b)
+                | Expr::Or(a, b)
+                | Expr::IsDistinct(a, b, _) => {
+                    a.walk(f);
+                    b.walk(f);
+                }
+                Expr::Neg(a) | Expr::Not(a) | Expr::IsNull(a, _) | Expr::Cast(a, _) => a.walk(f),
+                Expr::InList(a, list, _) => {
+                    a.walk(f);
+                    list.iter().for_each(|e| e.walk(f));
+                }
+                Expr::Like { expr, pattern, .. } => {
                     expr.walk(f);
+                    pattern.walk(f);
                 }
-            }
-            Expr::Binary(_, a, b)
-            | Expr::And(a, b)
-            | Expr::Or(a, b)
-            | Expr::IsDistinct(a, b, _) => {
-                a.walk(f);
-                b.walk(f);
-            }
-            Expr::Neg(a) | Expr::Not(a) | Expr::IsNull(a, _) | Expr::Cast(a, _) => a.walk(f),
-            Expr::InList(a, list, _) => {
-                a.walk(f);
-                list.iter().for_each(|e| e.walk(f));
-            }
-            Expr::Like { expr, pattern, .. } => {
-                expr.walk(f);
-                pattern.walk(f);
-            }
-            Expr::Case {
-                operand,
-                whens,
-                otherwise,
-            } => {
-                if let Some(o) = operand {
-                    o.walk(f);
+                Expr::Case {
+                    operand,
+                    whens,
+                    otherwise,
+                } => {
+                    if let Some(o) = operand {
+                        o.walk(f);
+                    }
+                    for (c, r) in whens {
+                        c.walk(f);
+                        r.walk(f);
+                    }
+                    if let Some(o) = otherwise {
+                        o.walk(f);
+                    }
                 }
-                for (c, r) in whens {
-                    c.walk(f);
-                    r.walk(f);
-                }
-                if let Some(o) = otherwise {
-                    o.walk(f);
-                }
+                Expr::Call(_, args) => args.iter().for_each(|e| e.walk(f)),
             }
-            Expr::Call(_, args) => args.iter().for_each(|e| e.walk(f)),
-        }
+        })
     }
 
     /// Rewrites column references through `map` (old position → new position), including a
     /// correlated subquery's references to this row.
     pub fn remap(&mut self, map: &dyn Fn(usize) -> usize) {
-        match self {
-            Expr::Column(i) => *i = map(*i),
-            Expr::Subquery(sub) => {
-                sub.node
-                    .map_exprs(&mut |e| e.map_outer(&mut |o| *o = map(*o)));
+        crate::stack::grow(|| {
+            match self {
+                Expr::Column(i) => *i = map(*i),
+                Expr::Subquery(sub) => {
+                    sub.node
+                        .map_exprs(&mut |e| e.map_outer(&mut |o| *o = map(*o)));
+                }
+                _ => {}
             }
-            _ => {}
-        }
-        self.for_each_child(&mut |c| c.remap(map));
+            self.for_each_child(&mut |c| c.remap(map));
+        })
     }
 
     /// Applies `f` to every outer reference of this expression (not those of subqueries
@@ -393,10 +304,12 @@ impl Expr {
     /// Visits subexpressions top-down with `f`, which returns whether it handled one (then
     /// its children are not visited). Subqueries' plans are not entered.
     fn rewrite(&mut self, f: &mut dyn FnMut(&mut Expr) -> bool) {
-        if f(self) {
-            return;
-        }
-        self.for_each_child(&mut |c| c.rewrite(f));
+        crate::stack::grow(|| {
+            if f(self) {
+                return;
+            }
+            self.for_each_child(&mut |c| c.rewrite(f));
+        })
     }
 
     /// Calls `f` on each direct subexpression, left to right (a subquery's: the left side of
@@ -444,6 +357,152 @@ impl Expr {
             Expr::Call(_, args) => args.iter_mut().for_each(f),
         }
     }
+}
+
+fn eval_binary(op: BinOp, l: &Expr, r: &Expr, row: &[Datum]) -> Result<Datum> {
+    let a = l.eval(row)?;
+    binary(op, a, r.eval(row)?)
+}
+
+fn eval_not(e: &Expr, row: &[Datum]) -> Result<Datum> {
+    Ok(match e.eval(row)?.truth()? {
+        None => Datum::Null,
+        Some(b) => Datum::Bool(!b),
+    })
+}
+
+fn eval_is_null(e: &Expr, negated: bool, row: &[Datum]) -> Result<Datum> {
+    Ok(Datum::Bool(e.eval(row)?.is_null() != negated))
+}
+
+fn eval_cast(e: &Expr, ty: &Type, row: &[Datum]) -> Result<Datum> {
+    cast(e.eval(row)?, ty)
+}
+
+fn negate(e: &Expr, row: &[Datum]) -> Result<Datum> {
+    Ok(match e.eval(row)? {
+        Datum::Null => Datum::Null,
+        Datum::Int(i) => Datum::Int(i.checked_neg().ok_or_else(int_overflow)?),
+        Datum::Float(f) => Datum::Float(-f),
+        Datum::Decimal(d) => Datum::Decimal(-d),
+        Datum::Interval(i) => Datum::Interval(crate::types::Interval {
+            months: i.months.checked_neg().ok_or_else(int_overflow)?,
+            days: i.days.checked_neg().ok_or_else(int_overflow)?,
+            micros: i.micros.checked_neg().ok_or_else(int_overflow)?,
+        }),
+        other => return Err(mismatch("-", &other)),
+    })
+}
+
+fn eval_and(l: &Expr, r: &Expr, row: &[Datum]) -> Result<Datum> {
+    let a = l.eval(row)?.truth()?;
+    if a == Some(false) {
+        return Ok(Datum::Bool(false));
+    }
+    Ok(match (a, r.eval(row)?.truth()?) {
+        (_, Some(false)) => Datum::Bool(false),
+        (Some(true), Some(true)) => Datum::Bool(true),
+        _ => Datum::Null,
+    })
+}
+
+fn eval_or(l: &Expr, r: &Expr, row: &[Datum]) -> Result<Datum> {
+    let a = l.eval(row)?.truth()?;
+    if a == Some(true) {
+        return Ok(Datum::Bool(true));
+    }
+    Ok(match (a, r.eval(row)?.truth()?) {
+        (_, Some(true)) => Datum::Bool(true),
+        (Some(false), Some(false)) => Datum::Bool(false),
+        _ => Datum::Null,
+    })
+}
+
+fn eval_is_distinct(l: &Expr, r: &Expr, negated: bool, row: &[Datum]) -> Result<Datum> {
+    let (a, b) = (l.eval(row)?, r.eval(row)?);
+    let same = match (a.is_null(), b.is_null()) {
+        (true, true) => true,
+        (false, false) => a.compare(&b) == Some(Ordering::Equal),
+        _ => false,
+    };
+    Ok(Datum::Bool(same == negated))
+}
+
+fn eval_in_list(e: &Expr, list: &[Expr], negated: bool, row: &[Datum]) -> Result<Datum> {
+    let v = e.eval(row)?;
+    // Nothing is in an empty list, not even NULL: `NULL IN (SELECT … WHERE false)` is false.
+    if list.is_empty() {
+        return Ok(Datum::Bool(negated));
+    }
+    if v.is_null() {
+        return Ok(Datum::Null);
+    }
+    let mut saw_null = false;
+    for item in list {
+        let x = item.eval(row)?;
+        if x.is_null() {
+            saw_null = true;
+        } else if v.compare(&x) == Some(Ordering::Equal) {
+            return Ok(Datum::Bool(!negated));
+        }
+    }
+    Ok(if saw_null {
+        Datum::Null
+    } else {
+        Datum::Bool(negated)
+    })
+}
+
+fn eval_like(
+    expr: &Expr,
+    pattern: &Expr,
+    negated: bool,
+    case_insensitive: bool,
+    row: &[Datum],
+) -> Result<Datum> {
+    Ok(match (expr.eval(row)?, pattern.eval(row)?) {
+        (Datum::String(s), Datum::String(p)) => {
+            let m = if case_insensitive {
+                like(&s.to_lowercase(), &p.to_lowercase())
+            } else {
+                like(&s, &p)
+            };
+            Datum::Bool(m != negated)
+        }
+        (Datum::Null, _) | (_, Datum::Null) => Datum::Null,
+        (other, _) => return Err(mismatch("LIKE", &other)),
+    })
+}
+
+fn eval_case(
+    operand: Option<&Expr>,
+    whens: &[(Expr, Expr)],
+    otherwise: Option<&Expr>,
+    row: &[Datum],
+) -> Result<Datum> {
+    let op = operand.map(|o| o.eval(row)).transpose()?;
+    for (cond, result) in whens {
+        let c = cond.eval(row)?;
+        let hit = match &op {
+            Some(v) => !v.is_null() && !c.is_null() && v.compare(&c) == Some(Ordering::Equal),
+            None => c.truth()? == Some(true),
+        };
+        if hit {
+            return result.eval(row);
+        }
+    }
+    match otherwise {
+        Some(e) => e.eval(row),
+        None => Ok(Datum::Null),
+    }
+}
+
+fn eval_call(f: Func, args: &[Expr], row: &[Datum]) -> Result<Datum> {
+    let vals = args
+        .iter()
+        .map(|a| a.eval(row))
+        .collect::<Result<Vec<_>>>()?;
+    functions::call(f, vals)
 }
 
 fn int_overflow() -> Error {

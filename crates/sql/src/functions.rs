@@ -363,6 +363,14 @@ pub fn call(f: Func, args: Vec<Datum>) -> Result<Datum> {
             )))
         }
         CurrentDatabase => return Err(Error::Internal("current_database() unbound".into())),
+        // `x = ANY(array)`: false for an empty array whatever x is, even NULL.
+        ArrayContains => {
+            if let String(a) = &args[0] {
+                if parse_array(a)?.is_empty() {
+                    return Ok(Bool(false));
+                }
+            }
+        }
         _ => {}
     }
     if args.iter().any(Datum::is_null) {

@@ -7,10 +7,11 @@
 
 use sqlparser::ast;
 use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::tokenizer::{Token, Tokenizer, Word};
+use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, Word};
 
 use crate::error::{Error, Result};
 use crate::functions::parse_interval;
+use crate::nesting::{normalize, PARSER_RECURSION_LIMIT, SHALLOW_TOKENS};
 use crate::types::Datum;
 
 /// One statement and what its text said around it.
@@ -22,12 +23,16 @@ pub struct Parsed {
     pub upsert: bool,
     /// Its `AS OF SYSTEM TIME` clause.
     pub as_of: Option<AsOf>,
+    /// Its text in canonical form (the first 2,000 bytes), for `bini_internal.sessions` and
+    /// `bini_internal.statements`.
+    pub text: String,
 }
 
 impl Parsed {
     /// A statement with nothing around it.
     pub fn plain(stmt: ast::Statement) -> Self {
         Parsed {
+            text: String::new(),
             stmt,
             upsert: false,
             as_of: None,
@@ -184,17 +189,35 @@ fn copy_options(tokens: &[Token], i: usize) -> Result<Option<(usize, usize)>> {
     Ok(Some((stdin, end)))
 }
 
+/// The longest statement text accepted (a Postgres message carries at most 1 GiB; bini
+/// refuses past this rather than hold and parse it).
+pub const MAX_STATEMENT_BYTES: usize = 16 << 20;
+
+/// How much of a statement's text is kept for `bini_internal.sessions` and `statements`.
+const TEXT_KEPT: usize = 2000;
+
 /// Parses a string of statements.
+///
+/// The text is tokenized once; the token scan lifts out what sqlparser does not know
+/// (`UPSERT`, `AS OF SYSTEM TIME`, `SHOW RANGES`, COPY options) and the parser then reads the
+/// scanned tokens. Long statements are balanced and depth-checked (`nesting.rs`).
 pub fn parse(sql: &str) -> Result<Vec<Parsed>> {
+    if sql.len() > MAX_STATEMENT_BYTES {
+        return Err(Error::ProgramLimitExceeded(format!(
+            "statement of {} bytes is longer than the {MAX_STATEMENT_BYTES}-byte limit",
+            sql.len()
+        )));
+    }
     let dialect = PostgreSqlDialect {};
-    let tokens = Tokenizer::new(&dialect, sql)
-        .tokenize()
+    let spanned = Tokenizer::new(&dialect, sql)
+        .tokenize_with_location()
         .map_err(|e| Error::Syntax(e.to_string()))?;
+    let tokens: Vec<Token> = spanned.iter().map(|t| t.token.clone()).collect();
     // Per statement (split at semicolons, empty ones skipped as the parser skips them).
     let mut meta: Vec<(bool, Option<AsOf>)> = Vec::new();
     let (mut upsert, mut as_of, mut content) = (false, None, false);
-    let mut kept: Vec<Token> = Vec::with_capacity(tokens.len());
-    let mut changed = false;
+    let mut kept: Vec<TokenWithSpan> = Vec::with_capacity(tokens.len());
+    let keep = |kept: &mut Vec<TokenWithSpan>, i: usize| kept.push(spanned[i].clone());
     let mut i = 0;
     while i < tokens.len() {
         let t = &tokens[i];
@@ -209,10 +232,10 @@ pub fn parse(sql: &str) -> Result<Vec<Parsed>> {
             _ if !content && is_word(Some(t), "show") => {
                 if let Some((sql, end)) = show_ranges(&tokens, i)? {
                     let replacement = Tokenizer::new(&dialect, &sql)
-                        .tokenize()
+                        .tokenize_with_location()
                         .map_err(|e| Error::Internal(e.to_string()))?;
                     kept.extend(replacement);
-                    (content, changed, i) = (true, true, end);
+                    (content, i) = (true, end);
                     continue;
                 }
                 content = true;
@@ -221,7 +244,7 @@ pub fn parse(sql: &str) -> Result<Vec<Parsed>> {
                 // Postgres's `VACUUM [FULL] [FREEZE] [VERBOSE] [ANALYZE] [table]`: MVCC garbage
                 // is collected by the GC queue, so this is a no-op; the flags are dropped so
                 // the parser sees `VACUUM table`.
-                kept.push(t.clone());
+                keep(&mut kept, i);
                 i += 1;
                 while i < tokens.len()
                     && (matches!(tokens[i], Token::Whitespace(_))
@@ -231,16 +254,18 @@ pub fn parse(sql: &str) -> Result<Vec<Parsed>> {
                 {
                     i += 1;
                 }
-                kept.push(Token::Whitespace(sqlparser::tokenizer::Whitespace::Space));
-                (content, changed) = (true, true);
+                kept.push(TokenWithSpan::wrap(Token::Whitespace(
+                    sqlparser::tokenizer::Whitespace::Space,
+                )));
+                content = true;
                 continue;
             }
             _ if !content && is_word(Some(t), "copy") => {
                 // `COPY … FROM STDIN [WITH] (FORMAT text, FREEZE …)`: the options the text
                 // format needs are dropped here (sqlparser does not know all of them).
                 if let Some((stdin, end)) = copy_options(&tokens, i)? {
-                    kept.extend(tokens[i..=stdin].iter().cloned());
-                    (content, changed, i) = (true, true, end);
+                    kept.extend(spanned[i..=stdin].iter().cloned());
+                    (content, i) = (true, end);
                     continue;
                 }
                 content = true;
@@ -248,8 +273,10 @@ pub fn parse(sql: &str) -> Result<Vec<Parsed>> {
             _ if !content && is_word(Some(t), "upsert") => {
                 content = true;
                 upsert = true;
-                changed = true;
-                kept.push(Token::make_keyword("INSERT"));
+                kept.push(TokenWithSpan::new(
+                    Token::make_keyword("INSERT"),
+                    spanned[i].span,
+                ));
                 i += 1;
                 continue;
             }
@@ -289,8 +316,9 @@ pub fn parse(sql: &str) -> Result<Vec<Parsed>> {
                         return Err(Error::Syntax("AS OF SYSTEM TIME given twice".into()));
                     }
                     as_of = Some(v);
-                    changed = true;
-                    kept.push(Token::Whitespace(sqlparser::tokenizer::Whitespace::Space));
+                    kept.push(TokenWithSpan::wrap(Token::Whitespace(
+                        sqlparser::tokenizer::Whitespace::Space,
+                    )));
                     i = end;
                     continue;
                 }
@@ -298,18 +326,25 @@ pub fn parse(sql: &str) -> Result<Vec<Parsed>> {
             }
             _ => content = true,
         }
-        kept.push(t.clone());
+        keep(&mut kept, i);
         i += 1;
     }
     if content {
         meta.push((upsert, as_of.take()));
     }
-    let text = if changed {
-        kept.iter().map(ToString::to_string).collect::<String>()
+    let deep = tokens.len() > SHALLOW_TOKENS;
+    let stmts = sqlparser::parser::Parser::new(&dialect)
+        .with_recursion_limit(PARSER_RECURSION_LIMIT)
+        .with_tokens_with_locations(kept)
+        .parse_statements()?;
+    let stmts = if deep {
+        stmts
+            .into_iter()
+            .map(normalize)
+            .collect::<Result<Vec<_>>>()?
     } else {
-        sql.to_string()
+        stmts
     };
-    let stmts = sqlparser::parser::Parser::parse_sql(&dialect, &text)?;
     if stmts.len() != meta.len() {
         // The parser and the token scan disagree on where statements end; the clauses
         // cannot be placed safely.
@@ -318,17 +353,50 @@ pub fn parse(sql: &str) -> Result<Vec<Parsed>> {
                 "cannot place UPSERT or AS OF SYSTEM TIME in this statement list".into(),
             ));
         }
-        return Ok(stmts.into_iter().map(Parsed::plain).collect());
+        return Ok(stmts
+            .into_iter()
+            .map(|stmt| Parsed {
+                text: rendered(&stmt),
+                ..Parsed::plain(stmt)
+            })
+            .collect());
     }
     Ok(stmts
         .into_iter()
-        .zip(meta)
+        .zip(meta.iter().cloned())
         .map(|(stmt, (upsert, as_of))| Parsed {
+            text: rendered(&stmt),
             stmt,
             upsert,
             as_of,
         })
         .collect())
+}
+
+/// The first [`TEXT_KEPT`] bytes of a statement rendered in its canonical form (keywords in
+/// capitals, one space between tokens), so that statistics group a statement however it was
+/// spelt. Rendering stops there: a 100,000-term statement is not rendered whole.
+fn rendered(stmt: &ast::Statement) -> String {
+    struct Capped(String);
+    impl std::fmt::Write for Capped {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            let room = TEXT_KEPT - self.0.len();
+            if s.len() <= room {
+                self.0.push_str(s);
+                return Ok(());
+            }
+            let cut = (0..=room)
+                .rev()
+                .find(|i| s.is_char_boundary(*i))
+                .unwrap_or(0);
+            self.0.push_str(&s[..cut]);
+            Err(std::fmt::Error)
+        }
+    }
+    let mut out = Capped(String::new());
+    // An error here only means the cap was reached.
+    let _ = std::fmt::write(&mut out, format_args!("{stmt}"));
+    out.0
 }
 
 /// Parses one statement for the extended protocol (`None` for an empty string).
@@ -367,6 +435,28 @@ mod tests {
         let p = parse("begin as of system time follower_read_timestamp()").expect("parses");
         assert_eq!(p[0].as_of, Some(AsOf::FollowerRead));
         assert!(parse("select 1 from t as of system time now").is_err());
+    }
+
+    #[test]
+    fn statement_text_is_canonical_and_capped() {
+        let p = parse("select   1  ; select * from t where k in (1,2)").expect("parses");
+        assert_eq!(p[0].text, "SELECT 1");
+        assert_eq!(p[1].text, "SELECT * FROM t WHERE k IN (1, 2)");
+        let list: Vec<String> = (0..100_000).map(|i| i.to_string()).collect();
+        let p = parse(&format!("select 1 where 1 in ({})", list.join(","))).expect("parses");
+        assert_eq!(p[0].text.len(), 2000);
+        assert!(p[0].text.starts_with("SELECT 1 WHERE 1 IN (0, 1, 2"));
+    }
+
+    #[test]
+    fn rewritten_statements_keep_their_quoted_strings() {
+        // UPSERT and AS OF are lifted from the tokens, which go to the parser as they are.
+        let p = parse("upsert into t values ('it''s', 'a;b') ").expect("parses");
+        assert!(p[0].upsert);
+        assert_eq!(p[0].text, "INSERT INTO t VALUES ('it''s', 'a;b')");
+        let too_long = "x".repeat(MAX_STATEMENT_BYTES);
+        let e = parse(&format!("select '{too_long}'")).expect_err("over the limit");
+        assert!(matches!(e, Error::ProgramLimitExceeded(_)), "{e:?}");
     }
 
     #[test]

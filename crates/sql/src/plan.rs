@@ -10,8 +10,6 @@
 //! applied as rows arrive and its limit stopping the scan early.
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
-use std::pin::Pin;
 
 use bini_txn::Txn;
 
@@ -271,7 +269,7 @@ impl Node {
 
     /// Applies `f` to every expression of this node and the nodes below it.
     pub fn map_exprs(&mut self, f: &mut dyn FnMut(&mut Expr)) {
-        match self {
+        crate::stack::grow(|| match self {
             Node::Scan { filter, .. } => filter.iter_mut().for_each(f),
             Node::Values { rows } => rows.iter_mut().flatten().for_each(f),
             Node::Rows { .. } => {}
@@ -336,7 +334,7 @@ impl Node {
                 left.map_exprs(f);
                 right.map_exprs(f);
             }
-        }
+        })
     }
 }
 
@@ -347,7 +345,7 @@ pub fn resolve_subqueries<'a>(
     row: &'a [Datum],
     txn: &'a mut Txn,
 ) -> BoxFuture<'a, Result<Expr>> {
-    Box::pin(async move {
+    crate::stack::deep(async move {
         // The subqueries of this level (not those inside them), left to right.
         let mut subqueries = Vec::new();
         let mut out = e.clone();
@@ -373,11 +371,13 @@ pub fn resolve_subqueries<'a>(
 
 /// Calls `f` on each subquery of `e`, left to right, without entering them.
 fn visit_subqueries(e: &mut Expr, f: &mut dyn FnMut(&mut Expr)) {
-    if let Expr::Subquery(_) = e {
-        f(e);
-        return;
-    }
-    e.for_each_child(&mut |c| visit_subqueries(c, f));
+    crate::stack::grow(|| {
+        if let Expr::Subquery(_) = e {
+            f(e);
+            return;
+        }
+        e.for_each_child(&mut |c| visit_subqueries(c, f));
+    })
 }
 
 /// The value of a subquery of `kind` that returned `rows`, evaluated on the enclosing `row`.
@@ -446,8 +446,8 @@ fn series(args: &[Expr]) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
-/// A boxed future, for recursion over the plan tree.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// A boxed future, for recursion over the plan tree (polled with stack room).
+pub type BoxFuture<'a, T> = crate::stack::DeepFuture<'a, T>;
 
 /// Rows of a scan decoded into table column order (absent columns are NULL).
 pub fn decode_table_row(table: &TableDesc, value: &[u8]) -> Result<Row> {
@@ -619,7 +619,7 @@ async fn index_lookup(txn: &mut Txn, table: &TableDesc, spans: &[Span]) -> Resul
 
 /// Runs a plan.
 pub fn execute<'a>(node: &'a Node, txn: &'a mut Txn) -> BoxFuture<'a, Result<Vec<Row>>> {
-    Box::pin(async move {
+    crate::stack::deep(async move {
         Ok(match node {
             Node::Scan {
                 table,

@@ -39,6 +39,9 @@ pub enum Error {
     /// The transaction is already committed or rolled back.
     #[error("transaction is {0}")]
     Finished(&'static str),
+    /// A write in a read-only transaction.
+    #[error("cannot write: {0}")]
+    ReadOnly(&'static str),
     /// The layer below failed.
     #[error(transparent)]
     Kv(#[from] bini_kv::Error),

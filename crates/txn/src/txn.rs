@@ -46,6 +46,8 @@ pub struct Txn {
     read_ts: Timestamp,
     uncertainty_limit: Timestamp,
     read_only_as_of: bool,
+    /// Set by [`set_read_only`](Self::set_read_only): writes fail.
+    read_only: bool,
     reads: Vec<ReadSpan>,
     has_record: bool,
     state: State,
@@ -106,6 +108,7 @@ impl Txn {
             read_ts: start,
             uncertainty_limit,
             read_only_as_of: as_of.is_some(),
+            read_only: false,
             reads: Vec::new(),
             has_record: false,
             state: State::Open,
@@ -274,14 +277,29 @@ impl Txn {
         self.write(vec![delete(key)]).await
     }
 
+    /// Makes the transaction read-only (or read-write again): its writes fail with
+    /// [`Error::ReadOnly`]. A SQL `READ ONLY` transaction is refused writes here as well as
+    /// by statement, so no path around the statement check can write.
+    pub fn set_read_only(&mut self, on: bool) {
+        self.read_only = on;
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.read_only_as_of {
+            return Err(Error::ReadOnly(
+                "a transaction AS OF SYSTEM TIME is read-only",
+            ));
+        }
+        if self.read_only {
+            return Err(Error::ReadOnly("the transaction is read-only"));
+        }
+        Ok(())
+    }
+
     /// Sends writes (puts and deletes) in one batch, one round trip per range.
     pub async fn write(&mut self, mut reqs: Vec<Request>) -> Result<()> {
         self.check_open()?;
-        if self.read_only_as_of {
-            return Err(Error::Kv(bini_kv::Error::InvalidRequest(
-                "a transaction AS OF SYSTEM TIME is read-only".into(),
-            )));
-        }
+        self.check_writable()?;
         let keys: Vec<Vec<u8>> = reqs.iter().filter_map(write_key).collect();
         let Some(first) = keys.first().cloned() else {
             return Ok(());
@@ -476,6 +494,9 @@ impl Txn {
     /// no intents yet and they all fall in one range (the one-phase commit).
     pub async fn commit_with(&mut self, reqs: Vec<Request>) -> Result<()> {
         self.check_open()?;
+        if !reqs.is_empty() {
+            self.check_writable()?;
+        }
         if !reqs.is_empty() && !self.has_record {
             match self.commit_one_phase(reqs.clone()).await {
                 Ok(()) => return Ok(()),

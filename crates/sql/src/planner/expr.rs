@@ -35,7 +35,7 @@ fn literal(v: &ast::Value) -> Result<Expr> {
 
 /// The type of a bound expression, given its input columns.
 pub fn type_of(e: &Expr, cols: &[Column]) -> Type {
-    match e {
+    crate::stack::grow(|| match e {
         Expr::Literal(d) => d.natural_type(),
         Expr::Column(i) => cols.get(*i).map(|c| c.ty.clone()).unwrap_or(Type::Unknown),
         Expr::Outer(_, ty) => ty.clone(),
@@ -81,7 +81,7 @@ pub fn type_of(e: &Expr, cols: &[Column]) -> Type {
             let ts: Vec<Type> = args.iter().map(|a| type_of(a, cols)).collect();
             f.return_type(&ts)
         }
-    }
+    })
 }
 
 fn arith_type(a: &Type, b: &Type, op: BinOp) -> Type {
@@ -126,68 +126,70 @@ fn is_aggregate_call(e: &ast::Expr) -> bool {
 
 /// Collects the aggregate calls in an expression (not looking into subqueries).
 pub(super) fn collect_aggregates(e: &ast::Expr, out: &mut Vec<ast::Expr>) {
-    use ast::Expr as E;
-    if is_aggregate_call(e) {
-        if !out.contains(e) {
-            out.push(e.clone());
-        }
-        return;
-    }
-    match e {
-        E::BinaryOp { left, right, .. } => {
-            collect_aggregates(left, out);
-            collect_aggregates(right, out);
-        }
-        E::UnaryOp { expr, .. }
-        | E::Nested(expr)
-        | E::IsNull(expr)
-        | E::IsNotNull(expr)
-        | E::IsTrue(expr)
-        | E::IsFalse(expr)
-        | E::Cast { expr, .. } => collect_aggregates(expr, out),
-        E::Between {
-            expr, low, high, ..
-        } => {
-            collect_aggregates(expr, out);
-            collect_aggregates(low, out);
-            collect_aggregates(high, out);
-        }
-        E::Case {
-            operand,
-            conditions,
-            else_result,
-            ..
-        } => {
-            if let Some(o) = operand {
-                collect_aggregates(o, out);
+    crate::stack::grow(|| {
+        use ast::Expr as E;
+        if is_aggregate_call(e) {
+            if !out.contains(e) {
+                out.push(e.clone());
             }
-            for c in conditions {
-                collect_aggregates(&c.condition, out);
-                collect_aggregates(&c.result, out);
-            }
-            if let Some(e) = else_result {
-                collect_aggregates(e, out);
-            }
+            return;
         }
-        E::Function(f) => {
-            if let ast::FunctionArguments::List(l) = &f.args {
-                for a in &l.args {
-                    if let ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(x)) = a {
-                        collect_aggregates(x, out);
+        match e {
+            E::BinaryOp { left, right, .. } => {
+                collect_aggregates(left, out);
+                collect_aggregates(right, out);
+            }
+            E::UnaryOp { expr, .. }
+            | E::Nested(expr)
+            | E::IsNull(expr)
+            | E::IsNotNull(expr)
+            | E::IsTrue(expr)
+            | E::IsFalse(expr)
+            | E::Cast { expr, .. } => collect_aggregates(expr, out),
+            E::Between {
+                expr, low, high, ..
+            } => {
+                collect_aggregates(expr, out);
+                collect_aggregates(low, out);
+                collect_aggregates(high, out);
+            }
+            E::Case {
+                operand,
+                conditions,
+                else_result,
+                ..
+            } => {
+                if let Some(o) = operand {
+                    collect_aggregates(o, out);
+                }
+                for c in conditions {
+                    collect_aggregates(&c.condition, out);
+                    collect_aggregates(&c.result, out);
+                }
+                if let Some(e) = else_result {
+                    collect_aggregates(e, out);
+                }
+            }
+            E::Function(f) => {
+                if let ast::FunctionArguments::List(l) = &f.args {
+                    for a in &l.args {
+                        if let ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(x)) = a {
+                            collect_aggregates(x, out);
+                        }
                     }
                 }
             }
+            E::In {
+                expr,
+                target: ast::InTarget::List(list),
+                ..
+            } => {
+                collect_aggregates(expr, out);
+                list.iter().for_each(|x| collect_aggregates(x, out));
+            }
+            _ => {}
         }
-        E::In {
-            expr,
-            target: ast::InTarget::List(list),
-            ..
-        } => {
-            collect_aggregates(expr, out);
-            list.iter().for_each(|x| collect_aggregates(x, out));
-        }
-        _ => {}
-    }
+    })
 }
 
 impl Context<'_> {
@@ -273,7 +275,7 @@ impl Context<'_> {
         e: &'s ast::Expr,
         scope: &'s Scope,
     ) -> BoxFuture<'s, Result<Expr>> {
-        Box::pin(async move { self.bind_inner(e, scope).await })
+        crate::stack::deep(async move { self.bind_inner(e, scope).await })
     }
 
     async fn bind_inner(&mut self, e: &ast::Expr, scope: &Scope) -> Result<Expr> {

@@ -5,21 +5,28 @@ use super::*;
 
 /// The AND-ed parts of a predicate.
 pub fn conjuncts(e: &Expr) -> Vec<&Expr> {
-    match e {
+    crate::stack::grow(|| match e {
         Expr::And(a, b) => {
             let mut v = conjuncts(a);
             v.extend(conjuncts(b));
             v
         }
         other => vec![other],
-    }
+    })
 }
 
-/// The conjunction of `parts` (none: no predicate).
+/// The conjunction of `parts` (none: no predicate), as a balanced tree: a WHERE clause of
+/// 100,000 conjuncts nests 17 levels deep, not 100,000.
 pub fn and_all(parts: impl IntoIterator<Item = Expr>) -> Option<Expr> {
-    parts
-        .into_iter()
-        .reduce(|a, b| Expr::And(Box::new(a), Box::new(b)))
+    fn balanced(mut parts: Vec<Expr>) -> Expr {
+        if parts.len() == 1 {
+            return parts.pop().expect("one part");
+        }
+        let right = parts.split_off(parts.len() / 2);
+        Expr::And(Box::new(balanced(parts)), Box::new(balanced(right)))
+    }
+    let parts: Vec<Expr> = parts.into_iter().collect();
+    (!parts.is_empty()).then(|| balanced(parts))
 }
 
 /// Places a filter as low as it can go: into a scan (as its filter, and as lookups when it

@@ -17,7 +17,7 @@ fn const_usize(e: &Expr, what: &str) -> Result<usize> {
 impl Context<'_> {
     /// Plans a query (SELECT, VALUES, set operations, WITH).
     pub fn plan_query<'s>(&'s mut self, q: &'s ast::Query) -> BoxFuture<'s, Result<Planned>> {
-        Box::pin(async move { self.plan_query_inner(q).await })
+        crate::stack::deep(async move { self.plan_query_inner(q).await })
     }
 
     async fn plan_query_inner(&mut self, q: &ast::Query) -> Result<Planned> {
@@ -112,8 +112,8 @@ impl Context<'_> {
                 set_quantifier,
                 right,
             } => {
-                let l = Box::pin(self.plan_body(left, &[])).await?;
-                let r = Box::pin(self.plan_body(right, &[])).await?;
+                let l = crate::stack::deep_boxed(self.plan_body(left, &[])).await?;
+                let r = crate::stack::deep_boxed(self.plan_body(right, &[])).await?;
                 if l.columns.len() != r.columns.len() {
                     return Err(Error::Syntax(format!(
                         "each {op} query must have the same number of columns"
@@ -342,9 +342,9 @@ impl Context<'_> {
     }
 
     async fn plan_from_item(&mut self, twj: &ast::TableWithJoins) -> Result<Planned> {
-        let mut left = Box::pin(self.plan_factor(&twj.relation)).await?;
+        let mut left = crate::stack::deep_boxed(self.plan_factor(&twj.relation)).await?;
         for j in &twj.joins {
-            let right = Box::pin(self.plan_factor(&j.relation)).await?;
+            let right = crate::stack::deep_boxed(self.plan_factor(&j.relation)).await?;
             use ast::JoinOperator as J;
             let (kind, constraint) = match &j.join_operator {
                 J::Join(c) | J::Inner(c) => (JoinKind::Inner, Some(c)),
@@ -825,7 +825,7 @@ fn sort_key(expr: Expr, o: &ast::OrderByOptions) -> SortKey {
 }
 
 fn using_condition(names: &[String], left: &[Column], right: &[Column], lw: usize) -> Result<Expr> {
-    let mut cond: Option<Expr> = None;
+    let mut cond = Vec::with_capacity(names.len());
     for n in names {
         let l = left
             .iter()
@@ -840,17 +840,14 @@ fn using_condition(names: &[String], left: &[Column], right: &[Column], lw: usiz
             Box::new(Expr::Column(l)),
             Box::new(Expr::Column(lw + r)),
         );
-        cond = Some(match cond {
-            None => eq,
-            Some(c) => Expr::And(Box::new(c), Box::new(eq)),
-        });
+        cond.push(eq);
     }
-    cond.ok_or_else(|| Error::Syntax("USING needs columns".into()))
+    super::filter::and_all(cond).ok_or_else(|| Error::Syntax("USING needs columns".into()))
 }
 
 /// The name Postgres gives an unaliased select item.
 fn output_name(e: &ast::Expr) -> String {
-    match e {
+    crate::stack::grow(|| match e {
         ast::Expr::Identifier(i) => ident(i),
         ast::Expr::CompoundIdentifier(p) => p.last().map(ident).unwrap_or_default(),
         ast::Expr::Function(f) => f
@@ -878,5 +875,5 @@ fn output_name(e: &ast::Expr) -> String {
             _ => "?column?".into(),
         },
         _ => "?column?".into(),
-    }
+    })
 }

@@ -11,8 +11,12 @@
 //!
 //! DDL statements are built in `ddl.rs`; EXPLAIN's lines in `explain.rs`.
 
+mod block;
+mod copy;
 mod ddl;
 mod explain;
+mod set;
+mod vars;
 
 use ddl::show_create;
 
@@ -74,6 +78,14 @@ pub enum Output {
     Begin,
     /// The transaction ended (`COMMIT` or `ROLLBACK`, as the tag says).
     End(&'static str),
+    /// `DEALLOCATE` (of statement `name`, or all) or `DISCARD ALL`: the gateway, which keeps
+    /// the prepared statements, drops them and answers with `tag`.
+    Deallocate {
+        /// The statement, or `None` for all of them (and every portal).
+        name: Option<String>,
+        /// `DEALLOCATE` or `DISCARD ALL`.
+        tag: &'static str,
+    },
     /// `COPY … FROM STDIN` is ready for this many columns of data
     /// ([`Session::copy_data`], then [`Session::copy_done`]).
     CopyIn(usize),
@@ -98,11 +110,23 @@ pub struct Session {
     db: Db,
     database: String,
     user: String,
+    /// The transaction of the open block. `None` inside a block when a statement was
+    /// interrupted mid-way and its transaction dropped (see `block.rs`).
     txn: Option<Txn>,
+    /// Inside `BEGIN … COMMIT` (or a COPY's implicit block).
+    in_block: bool,
+    /// The block failed: only ROLLBACK (or ROLLBACK TO SAVEPOINT) is accepted.
     failed: bool,
+    /// The block is read-only.
+    read_only: bool,
+    /// A statement has run in the block (its read-write mode is fixed).
+    queried: bool,
     /// The transaction's open savepoints, oldest first.
     savepoints: Vec<(String, bini_txn::Savepoint)>,
-    settings: Vec<(String, String)>,
+    /// The session variables' values, in `vars::VARS` order.
+    settings: Vec<String>,
+    /// What `SET LOCAL` replaced (variable index, old value), put back at the block's end.
+    local_undo: Vec<(usize, String)>,
     /// The node's registry, where this session shows in `bini_internal.sessions`.
     registry: Arc<Registry>,
     /// A `COPY … FROM STDIN` taking data.
@@ -150,17 +174,13 @@ impl Session {
             database,
             user: user.to_string(),
             txn: None,
+            in_block: false,
             failed: false,
+            read_only: false,
+            queried: false,
             savepoints: Vec::new(),
-            settings: vec![
-                ("application_name".into(), String::new()),
-                ("timezone".into(), "UTC".into()),
-                ("search_path".into(), "public".into()),
-                ("client_encoding".into(), "UTF8".into()),
-                ("datestyle".into(), "ISO, MDY".into()),
-                ("standard_conforming_strings".into(), "on".into()),
-                ("transaction_isolation".into(), "serializable".into()),
-            ],
+            settings: set::default_settings(),
+            local_undo: Vec::new(),
         }
     }
 
@@ -176,10 +196,10 @@ impl Session {
 
     /// The transaction state.
     pub fn txn_state(&self) -> TxnState {
-        match (&self.txn, self.failed) {
-            (None, _) => TxnState::Idle,
-            (Some(_), false) => TxnState::Open,
-            (Some(_), true) => TxnState::Failed,
+        match (self.in_block, self.failed || self.txn.is_none()) {
+            (false, _) => TxnState::Idle,
+            (true, false) => TxnState::Open,
+            (true, true) => TxnState::Failed,
         }
     }
 
@@ -187,12 +207,7 @@ impl Session {
     pub async fn execute_sql(&mut self, sql: &str) -> Vec<Result<Output>> {
         let stmts = match parse(sql) {
             Ok(s) => s,
-            Err(e) => {
-                if self.txn.is_some() {
-                    self.failed = true;
-                }
-                return vec![Err(e)];
-            }
+            Err(e) => return vec![self.fail(Err(e))],
         };
         let mut out = Vec::new();
         for s in &stmts {
@@ -209,21 +224,25 @@ impl Session {
     /// Runs one parsed statement with parameter values. The statement shows in
     /// `bini_internal.sessions` while it runs and is counted in `bini_internal.statements`.
     pub async fn execute(&mut self, parsed: &Parsed, params: &Params) -> Result<Output> {
-        let mut text = parsed.stmt.to_string();
-        if text.len() > 2000 {
-            let cut = (0..=2000)
-                .rev()
-                .find(|i| text.is_char_boundary(*i))
-                .unwrap_or(0);
-            text.truncate(cut);
-        }
+        let text = &parsed.text;
         self.registry
             .update(self.id, |s| s.active_query = Some(text.clone()));
         let started = std::time::Instant::now();
-        let r = self.execute_inner(parsed, params).await;
-        self.registry.record(&text, started.elapsed(), r.is_err());
+        let r = match self.statement_timeout() {
+            Some(limit) => {
+                match tokio::time::timeout(limit, self.execute_inner(parsed, params)).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        self.statement_interrupted();
+                        Err(Error::StatementTimeout)
+                    }
+                }
+            }
+            None => self.execute_inner(parsed, params).await,
+        };
+        self.registry.record(text, started.elapsed(), r.is_err());
         let (database, state) = (self.database.clone(), self.txn_state());
-        let application = self.setting("application_name").unwrap_or_default();
+        let application = self.setting("application_name").to_string();
         self.registry.update(self.id, |s| {
             s.active_query = None;
             s.database = database;
@@ -237,134 +256,6 @@ impl Session {
         r
     }
 
-    /// Starts `COPY table (columns) FROM STDIN`: checks the names, then waits for data.
-    async fn copy_in(&mut self, table: &ast::ObjectName, columns: &[ast::Ident]) -> Result<Output> {
-        let mut txn = self.db.begin();
-        let desc = {
-            let mut ctx = self.context(&mut txn, Params::default(), true);
-            must_table(&mut ctx, table).await
-        };
-        let _ = txn.rollback().await;
-        let desc = desc?;
-        let names: Vec<String> = if columns.is_empty() {
-            desc.columns
-                .iter()
-                .filter(|c| !c.hidden)
-                .map(|c| c.name.clone())
-                .collect()
-        } else {
-            let mut v = Vec::new();
-            for c in columns {
-                let n = ident(c);
-                if desc.column_index(&n).is_none() {
-                    return Err(Error::UndefinedColumn(n));
-                }
-                v.push(n);
-            }
-            v
-        };
-        let quoted: Vec<String> = names
-            .iter()
-            .map(|n| format!("\"{}\"", n.replace('"', "\"\"")))
-            .collect();
-        let prefix = format!("INSERT INTO {table} ({})", quoted.join(", "));
-        let mut copy = CopyIn::new(prefix, names.len());
-        if self.txn.is_none() {
-            // Outside a transaction the whole COPY is one (its batches of rows run inside it).
-            self.txn = Some(self.db.begin());
-            self.failed = false;
-            self.savepoints.clear();
-            copy.own_txn = true;
-        }
-        self.copy = Some(copy);
-        Ok(Output::CopyIn(names.len()))
-    }
-
-    /// Takes CopyData bytes of the running COPY. Errors are kept for [`copy_done`]
-    /// (Self::copy_done), as Postgres reports them when the data ends.
-    pub async fn copy_data(&mut self, data: &[u8]) {
-        let Some(mut copy) = self.copy.take() else {
-            return;
-        };
-        if copy.failed.is_none() {
-            if let Err(e) = copy.feed(data) {
-                copy.failed = Some(e);
-            } else if copy.rows.len() >= crate::copy::BATCH_ROWS {
-                self.copy_flush(&mut copy).await;
-            }
-        }
-        self.copy = Some(copy);
-    }
-
-    /// Ends the running COPY: inserts what is left and reports the rows copied.
-    pub async fn copy_done(&mut self) -> Result<u64> {
-        let Some(mut copy) = self.copy.take() else {
-            return Err(Error::InvalidTransactionState(
-                "no COPY is in progress".into(),
-            ));
-        };
-        if copy.failed.is_none() {
-            if let Err(e) = copy.finish() {
-                copy.failed = Some(e);
-            } else {
-                self.copy_flush(&mut copy).await;
-            }
-        }
-        if copy.own_txn {
-            let Some(mut txn) = self.txn.take() else {
-                return Err(Error::Internal("COPY lost its transaction".into()));
-            };
-            self.failed = false;
-            return match copy.failed {
-                Some(e) => {
-                    let _ = txn.rollback().await;
-                    Err(e)
-                }
-                None => {
-                    txn.commit().await?;
-                    Ok(copy.count)
-                }
-            };
-        }
-        match copy.failed {
-            Some(e) => self.fail(Err(e)),
-            None => Ok(copy.count),
-        }
-    }
-
-    /// Abandons the running COPY (the client sent CopyFail).
-    pub async fn copy_fail(&mut self) {
-        let Some(copy) = self.copy.take() else {
-            return;
-        };
-        if copy.own_txn {
-            if let Some(mut txn) = self.txn.take() {
-                let _ = txn.rollback().await;
-            }
-            self.failed = false;
-        } else if self.txn.is_some() {
-            self.failed = true;
-        }
-    }
-
-    async fn copy_flush(&mut self, copy: &mut CopyIn) {
-        let Some((sql, n)) = copy.take_insert() else {
-            return;
-        };
-        match self.execute_sql(&sql).await.pop() {
-            Some(Ok(_)) => copy.count += n,
-            Some(Err(e)) => copy.failed = Some(e),
-            None => {}
-        }
-    }
-
-    fn setting(&self, name: &str) -> Option<String> {
-        self.settings
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    }
-
     async fn execute_inner(&mut self, parsed: &Parsed, params: &Params) -> Result<Output> {
         use ast::Statement as S;
         let (stmt, upsert) = (&parsed.stmt, parsed.upsert);
@@ -373,42 +264,11 @@ impl Session {
             None => None,
         };
         match stmt {
-            S::StartTransaction { .. } => {
-                if self.txn.is_some() {
-                    // Postgres warns and carries on.
-                    return Ok(Output::Command("BEGIN".into()));
-                }
-                self.txn = Some(match as_of {
-                    Some(wall) => self.db.begin_as_of(Timestamp { wall, logical: 0 }),
-                    None => self.db.begin(),
-                });
-                self.failed = false;
-                self.savepoints.clear();
-                return Ok(Output::Begin);
-            }
-            S::Commit { .. } => {
-                self.savepoints.clear();
-                let Some(mut txn) = self.txn.take() else {
-                    return Ok(Output::End("COMMIT"));
-                };
-                if self.failed {
-                    self.failed = false;
-                    let _ = txn.rollback().await;
-                    return Ok(Output::End("ROLLBACK"));
-                }
-                txn.commit().await?;
-                return Ok(Output::End("COMMIT"));
-            }
+            S::StartTransaction { modes, .. } => return self.begin(modes, as_of),
+            S::Commit { .. } => return self.commit().await,
             S::Rollback {
                 savepoint: None, ..
-            } => {
-                if let Some(mut txn) = self.txn.take() {
-                    let _ = txn.rollback().await;
-                }
-                self.failed = false;
-                self.savepoints.clear();
-                return Ok(Output::End("ROLLBACK"));
-            }
+            } => return Ok(self.rollback().await),
             S::Savepoint { name } => return self.savepoint(ident(name)),
             S::Rollback {
                 savepoint: Some(name),
@@ -417,9 +277,14 @@ impl Session {
             S::ReleaseSavepoint { name } => return self.release(ident(name)),
             _ => {}
         }
-        if self.failed {
+        if self.failed || (self.in_block && self.txn.is_none()) {
             return Err(Error::InFailedTransaction);
         }
+        if let Some(out) = self.session_statement(stmt).await? {
+            return Ok(out);
+        }
+        let writable = self.check_writable(stmt, upsert);
+        self.fail(writable)?;
         if let S::Copy {
             source:
                 ast::CopySource::Table {
@@ -434,28 +299,30 @@ impl Session {
             let r = self.copy_in(table_name, columns).await;
             return self.fail(r);
         }
-        if let Some(out) = self.session_statement(stmt).await? {
-            return Ok(out);
-        }
         if as_of.is_some() && !matches!(stmt, S::Query(_)) {
             return self.fail(Err(Error::FeatureNotSupported(
                 "AS OF SYSTEM TIME on a statement other than SELECT or BEGIN".into(),
             )));
         }
-        if let Some(mut txn) = self.txn.take() {
-            let r = if as_of.is_some() {
-                Err(Error::InvalidTransactionState(
+        if self.in_block {
+            if as_of.is_some() {
+                return self.fail(Err(Error::InvalidTransactionState(
                     "inside a transaction, AS OF SYSTEM TIME belongs on BEGIN".into(),
-                ))
-            } else {
-                self.backfill = None;
-                let r = self.run(&mut txn, stmt, params, upsert).await;
-                match (r, self.backfill.take()) {
-                    (Ok(out), Some(id)) => schema::complete(schema::Mode::Within(&mut txn), id)
-                        .await
-                        .map(|_| out),
-                    (r, _) => r,
-                }
+                )));
+            }
+            self.queried = true;
+            // Out of the session while the statement runs (it borrows the session too); an
+            // interrupted statement drops it, which fails the block (see block.rs).
+            let Some(mut txn) = self.txn.take() else {
+                return Err(Error::InFailedTransaction);
+            };
+            self.backfill = None;
+            let r = self.run(&mut txn, stmt, params, upsert).await;
+            let r = match (r, self.backfill.take()) {
+                (Ok(out), Some(id)) => schema::complete(schema::Mode::Within(&mut txn), id)
+                    .await
+                    .map(|_| out),
+                (r, _) => r,
             };
             self.txn = Some(txn);
             return self.fail(r);
@@ -467,6 +334,7 @@ impl Session {
                 Some(wall) => self.db.begin_as_of(Timestamp { wall, logical: 0 }),
                 None => self.db.begin(),
             };
+            txn.set_read_only(self.reads_only());
             self.backfill = None;
             let r = self.run(&mut txn, stmt, params, upsert).await;
             match settle(&mut txn, r).await {
@@ -551,158 +419,6 @@ impl Session {
             param_types,
             columns,
         })
-    }
-
-    /// SAVEPOINT: a point in the open transaction to roll back to.
-    fn savepoint(&mut self, name: String) -> Result<Output> {
-        let Some(txn) = &mut self.txn else {
-            return Err(Error::NoActiveTransaction("SAVEPOINT"));
-        };
-        if self.failed {
-            return Err(Error::InFailedTransaction);
-        }
-        let sp = txn.savepoint();
-        self.savepoints.push((name, sp));
-        Ok(Output::Command("SAVEPOINT".into()))
-    }
-
-    /// ROLLBACK TO SAVEPOINT: undoes what the transaction wrote since, and clears a failure.
-    /// The savepoint stays open. A transaction the cluster aborted (a retryable error) cannot
-    /// be mended in place; rolling back to a savepoint set before any write
-    /// (`cockroach_restart`) starts it again instead.
-    async fn rollback_to(&mut self, name: String) -> Result<Output> {
-        let Some(txn) = &mut self.txn else {
-            return Err(Error::NoActiveTransaction("ROLLBACK TO SAVEPOINT"));
-        };
-        let Some(pos) = self.savepoints.iter().rposition(|(n, _)| *n == name) else {
-            return self.fail(Err(Error::InvalidSavepoint(name)));
-        };
-        self.savepoints.truncate(pos + 1);
-        let sp = self.savepoints[pos].1;
-        match txn.rollback_to(sp).await {
-            Ok(()) => {}
-            Err(e) if e.is_retryable() && sp.at_start() => {
-                let _ = txn.rollback().await;
-                let mut fresh = self.db.begin();
-                self.savepoints[pos].1 = fresh.savepoint();
-                self.txn = Some(fresh);
-            }
-            Err(e) => return self.fail(Err(e.into())),
-        }
-        self.failed = false;
-        Ok(Output::Command("ROLLBACK".into()))
-    }
-
-    /// RELEASE SAVEPOINT: forgets the savepoint and every later one; its writes stay.
-    fn release(&mut self, name: String) -> Result<Output> {
-        let Some(txn) = &mut self.txn else {
-            return Err(Error::NoActiveTransaction("RELEASE SAVEPOINT"));
-        };
-        if self.failed {
-            return Err(Error::InFailedTransaction);
-        }
-        let Some(pos) = self.savepoints.iter().rposition(|(n, _)| *n == name) else {
-            return self.fail(Err(Error::InvalidSavepoint(name)));
-        };
-        self.savepoints.truncate(pos);
-        if self.savepoints.is_empty() {
-            txn.forget_savepoints();
-        }
-        Ok(Output::Command("RELEASE".into()))
-    }
-
-    fn fail<T>(&mut self, r: Result<T>) -> Result<T> {
-        if r.is_err() && self.txn.is_some() {
-            self.failed = true;
-        }
-        r
-    }
-
-    /// Statements about the session itself (no transaction needed).
-    async fn session_statement(&mut self, stmt: &ast::Statement) -> Result<Option<Output>> {
-        use ast::Statement as S;
-        Ok(Some(match stmt {
-            // Prepared statements live in the gateway; drivers deallocate to reset their
-            // caches after DDL (psycopg sends DEALLOCATE ALL).
-            S::Deallocate { .. } => Output::Command("DEALLOCATE".into()),
-            // Garbage collection and statistics are the cluster's own business.
-            S::Vacuum(_) => Output::Command("VACUUM".into()),
-            S::Analyze(_) => Output::Command("ANALYZE".into()),
-            S::Discard { .. } => Output::Command("DISCARD ALL".into()),
-            S::Set(ast::Set::SingleAssignment {
-                variable, values, ..
-            }) => {
-                let name = variable.to_string().to_lowercase();
-                let value = match values.first() {
-                    Some(ast::Expr::Value(v)) => match &v.value {
-                        ast::Value::SingleQuotedString(s) => s.clone(),
-                        other => other.to_string(),
-                    },
-                    Some(ast::Expr::Identifier(i)) => ident(i),
-                    Some(other) => other.to_string(),
-                    None => String::new(),
-                };
-                self.set(&name, value).await?;
-                Output::Command("SET".into())
-            }
-            S::Set(ast::Set::SetTimeZone { value, .. }) => {
-                let v = value.to_string().trim_matches('\'').to_string();
-                self.set("timezone", v).await?;
-                Output::Command("SET".into())
-            }
-            S::Set(ast::Set::SetTransaction { .. }) => Output::Command("SET".into()),
-            S::Set(ast::Set::SetNames { .. }) => Output::Command("SET".into()),
-            S::Use(ast::Use::Object(n)) | S::Use(ast::Use::Database(n)) => {
-                let name = name_parts(n).pop().unwrap_or_default();
-                self.set("database", name).await?;
-                Output::Command("SET".into())
-            }
-            S::ShowVariable { variable } => {
-                let name = variable
-                    .iter()
-                    .map(ident)
-                    .collect::<Vec<_>>()
-                    .join(" ")
-                    .replace("time zone", "timezone");
-                let value = match name.as_str() {
-                    "database" => self.database.clone(),
-                    "server_version" => crate::SERVER_VERSION.to_string(),
-                    "is_superuser" => "on".into(),
-                    "session_user" | "current_user" => self.user.clone(),
-                    n => self.setting(n).ok_or_else(|| {
-                        Error::InvalidParameterValue(format!(
-                            "unrecognized configuration parameter \"{n}\""
-                        ))
-                    })?,
-                };
-                Output::Rows {
-                    columns: vec![Column {
-                        name: name.replace(' ', "_"),
-                        table: None,
-                        ty: Type::TEXT,
-                        hidden: false,
-                    }],
-                    rows: vec![vec![Datum::String(value)]],
-                    tag: "SHOW",
-                }
-            }
-            _ => return Ok(None),
-        }))
-    }
-
-    async fn set(&mut self, name: &str, value: String) -> Result<()> {
-        if name == "database" {
-            if !catalog::database_exists(&self.db, &value).await? {
-                return Err(Error::UndefinedDatabase(value));
-            }
-            self.database = value;
-            return Ok(());
-        }
-        match self.settings.iter_mut().find(|(k, _)| k == name) {
-            Some((_, v)) => *v = value,
-            None => self.settings.push((name.to_string(), value)),
-        }
-        Ok(())
     }
 
     async fn run(
