@@ -80,6 +80,7 @@ pub fn sqlstate(e: &bini_sql::Error) -> &'static str {
         E::InvalidSavepoint(_) => "3B001",
         E::ProgramLimitExceeded(_) => "54000",
         E::StatementTooComplex(_) => "54001",
+        E::OutOfMemory(_) => "53200",
         E::Canceled | E::StatementTimeout => "57014",
         E::UnrecognizedSetting(_) => "42704",
         E::ReadOnlyTransaction(_) | E::Txn(bini_txn::Error::ReadOnly(_)) => "25006",

@@ -14,8 +14,9 @@ use sqlparser::ast;
 use crate::catalog::{IndexDesc, Mutation, TableDesc};
 use crate::encoding::{encode_datums, encode_key_datum, encode_row, index_prefix};
 use crate::error::{Error, Result};
+use crate::exec::scan_table;
 use crate::expr::{cast, Expr};
-use crate::plan::{execute, primary_key, row_key, scan_table, Column, Row};
+use crate::plan::{primary_key, row_key, Column, Row};
 use crate::planner::{coerce_to, ident, must_table, name_parts, type_of, Context, Scope};
 use crate::types::Datum;
 
@@ -302,7 +303,7 @@ pub async fn insert(
                 if ctx.describe {
                     Vec::new()
                 } else {
-                    execute(&planned.node, ctx.txn)
+                    crate::exec::collect(planned.node, &mut ctx.exec())
                         .await?
                         .into_iter()
                         .map(|r| r.into_iter().map(|d| Some(Expr::Literal(d))).collect())
@@ -610,7 +611,7 @@ async fn matching_rows(
     };
     // The rows are read to be overwritten: locking reads (see `Txn::set_locking`).
     ctx.txn.set_locking(true);
-    let rows = scan_table(ctx.txn, table, keys.as_ref(), &filter, None).await;
+    let rows = scan_table(&mut ctx.exec(), table, keys.as_ref(), &filter, None).await;
     ctx.txn.set_locking(false);
     rows
 }

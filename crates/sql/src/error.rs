@@ -115,6 +115,9 @@ pub enum Error {
     /// The statement ran past `statement_timeout` (SQLSTATE 57014).
     #[error("canceling statement due to statement timeout")]
     StatementTimeout,
+    /// A statement needs more memory than the node's SQL budget has (SQLSTATE 53200).
+    #[error("out of memory: {0}")]
+    OutOfMemory(String),
     /// A statement nested too deeply to run (SQLSTATE 54001, as Postgres's "stack depth
     /// limit exceeded").
     #[error("statement too complex: {0}")]

@@ -49,16 +49,34 @@ pub struct StatementStats {
 }
 
 /// A node's sessions and statement statistics.
-#[derive(Default)]
 pub struct Registry {
     next_id: AtomicU64,
     sessions: Mutex<HashMap<u64, SessionInfo>>,
     statements: Mutex<HashMap<String, StatementStats>>,
     /// Table descriptors shared by the node's sessions.
     pub descriptors: crate::catalog::DescCache,
+    /// The node's SQL memory budget, shared by its sessions' statements.
+    pub memory: std::sync::Arc<crate::memory::MemoryPool>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry::new(crate::memory::MemoryPool::unlimited())
+    }
 }
 
 impl Registry {
+    /// A registry for a node whose statements share `memory`.
+    pub fn new(memory: std::sync::Arc<crate::memory::MemoryPool>) -> Self {
+        Registry {
+            next_id: AtomicU64::new(0),
+            sessions: Mutex::default(),
+            statements: Mutex::default(),
+            descriptors: Default::default(),
+            memory,
+        }
+    }
+
     /// Adds a session; returns its id.
     pub fn register(&self, mut info: SessionInfo) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;

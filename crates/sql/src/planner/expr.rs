@@ -555,7 +555,7 @@ impl Context<'_> {
                                 ty: Type::Bool,
                             })));
                         }
-                        execute(&planned.node, self.txn)
+                        crate::exec::collect(planned.node, &mut self.exec())
                             .await?
                             .into_iter()
                             .map(|mut r| Expr::Literal(r.swap_remove(0)))
@@ -667,42 +667,32 @@ impl Context<'_> {
             }
             E::Exists { subquery, negated } => {
                 let (planned, correlated) = self.plan_subquery(subquery, scope).await?;
+                let sub = Expr::Subquery(Box::new(Subquery {
+                    node: planned.node,
+                    kind: SubqueryKind::Exists { negated: *negated },
+                    ty: Type::Bool,
+                }));
                 if correlated {
-                    return Ok(Expr::Subquery(Box::new(Subquery {
-                        node: planned.node,
-                        kind: SubqueryKind::Exists { negated: *negated },
-                        ty: Type::Bool,
-                    })));
+                    return Ok(sub);
                 }
-                let node = Node::Limit {
-                    input: Box::new(planned.node),
-                    limit: Some(1),
-                    offset: 0,
-                };
-                let any = !execute(&node, self.txn).await?.is_empty();
-                Expr::Literal(Datum::Bool(any != *negated))
+                resolve_subqueries(&sub, &[], &mut self.exec()).await?
             }
             E::Subquery(q) => {
                 let (planned, correlated) = self.plan_subquery(q, scope).await?;
                 if planned.columns.len() != 1 {
                     return Err(Error::Syntax("subquery must return only one column".into()));
                 }
+                let sub = Expr::Subquery(Box::new(Subquery {
+                    node: planned.node,
+                    kind: SubqueryKind::Scalar,
+                    ty: planned.columns[0].ty.clone(),
+                }));
                 if correlated {
-                    return Ok(Expr::Subquery(Box::new(Subquery {
-                        node: planned.node,
-                        kind: SubqueryKind::Scalar,
-                        ty: planned.columns[0].ty.clone(),
-                    })));
+                    return Ok(sub);
                 }
-                let rows = execute(&planned.node, self.txn).await?;
-                if rows.len() > 1 {
-                    return Err(Error::CardinalityViolation);
-                }
-                let v = rows
-                    .into_iter()
-                    .next()
-                    .map(|mut r| r.swap_remove(0))
-                    .unwrap_or(Datum::Null);
+                let v = resolve_subqueries(&sub, &[], &mut self.exec())
+                    .await?
+                    .eval(&[])?;
                 Expr::Literal(v)
             }
             E::Extract { field, expr, .. } => Expr::Call(
@@ -805,7 +795,7 @@ impl Context<'_> {
                     return Ok(sub);
                 }
                 return Ok(Expr::Literal(
-                    crate::plan::resolve_subqueries(&sub, &[], self.txn)
+                    resolve_subqueries(&sub, &[], &mut self.exec())
                         .await?
                         .eval(&[])?,
                 ));

@@ -39,11 +39,10 @@ use bini_txn::Txn;
 use crate::catalog::TableDesc;
 use crate::encoding::encode_key_datum;
 use crate::error::{Error, Result};
+use crate::exec::resolve_subqueries;
 use crate::expr::{cast, exact_cast, BinOp, Expr, Subquery, SubqueryKind};
 use crate::functions::Func;
-use crate::plan::{
-    execute, AggFunc, Aggregate, BoxFuture, Column, JoinKind, Lookup, Node, SetOp, SortKey,
-};
+use crate::plan::{AggFunc, Aggregate, BoxFuture, Column, JoinKind, Lookup, Node, SetOp, SortKey};
 use crate::types::{Datum, Type};
 
 pub use expr::{coerce_to, type_of};
@@ -75,6 +74,22 @@ pub struct Context<'a> {
     pub outer: Vec<Scope>,
     /// Set when the subquery being planned referred to its enclosing query's row.
     pub correlated: bool,
+    /// What the statement holds until it ends (materialized subqueries, CTEs, rows DML
+    /// reads), reserved from the node's SQL memory budget.
+    pub mem: crate::memory::Reservation,
+    /// The statement's cancel flag and deadline.
+    pub interrupt: crate::exec::Interrupt,
+}
+
+impl Context<'_> {
+    /// What the executor needs to run a plan within this statement.
+    pub fn exec(&mut self) -> crate::exec::Exec<'_> {
+        crate::exec::Exec {
+            txn: &mut *self.txn,
+            held: &mut self.mem,
+            interrupt: &self.interrupt,
+        }
+    }
 }
 
 /// The parameters of a statement.

@@ -28,7 +28,7 @@ impl Context<'_> {
             }
             for cte in &with.cte_tables {
                 let planned = self.plan_query(&cte.query).await?;
-                let rows = execute(&planned.node, self.txn).await?;
+                let rows = crate::exec::collect(planned.node, &mut self.exec()).await?;
                 let name = ident(&cte.alias.name);
                 let mut cols = planned.columns;
                 for (c, a) in cols.iter_mut().zip(&cte.alias.columns) {

@@ -355,7 +355,8 @@ impl Session {
                         }
                         None => Datum::Null,
                     };
-                    let rows = crate::plan::scan_table(ctx.txn, &table, None, &None, None).await?;
+                    let rows =
+                        crate::exec::scan_table(&mut ctx.exec(), &table, None, &None, None).await?;
                     if default.is_null() && !col.nullable && !rows.is_empty() {
                         return Err(Error::NotNullViolation(col.name.clone()));
                     }

@@ -21,6 +21,7 @@ mod vars;
 use ddl::show_create;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,8 +36,9 @@ use crate::catalog::{
 use crate::copy::CopyIn;
 use crate::dml;
 use crate::error::{Error, Result};
+use crate::exec::Interrupt;
 use crate::parse::{parse, Parsed};
-use crate::plan::{execute, Column, Row};
+use crate::plan::{Column, Row};
 use crate::planner::{
     ident, is_serial, must_table, name_parts, sql_type, table_name, Context, Params,
 };
@@ -133,6 +135,10 @@ pub struct Session {
     copy: Option<CopyIn>,
     /// The table whose new index the statement just run left to fill (`schema.rs`).
     backfill: Option<u32>,
+    /// Set by a cancel request for the running statement (cleared as each one starts).
+    canceled: Arc<AtomicBool>,
+    /// The running statement's cancel flag and deadline.
+    interrupt: Interrupt,
     id: u64,
 }
 
@@ -181,6 +187,8 @@ impl Session {
             savepoints: Vec::new(),
             settings: set::default_settings(),
             local_undo: Vec::new(),
+            canceled: Arc::default(),
+            interrupt: Interrupt::default(),
         }
     }
 
@@ -192,6 +200,11 @@ impl Session {
     /// The session's user.
     pub fn user(&self) -> &str {
         &self.user
+    }
+
+    /// The flag a cancel request sets to stop the running statement.
+    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
+        self.canceled.clone()
     }
 
     /// The transaction state.
@@ -228,6 +241,9 @@ impl Session {
         self.registry
             .update(self.id, |s| s.active_query = Some(text.clone()));
         let started = std::time::Instant::now();
+        self.canceled.store(false, Ordering::Relaxed);
+        let deadline = self.statement_timeout().map(|t| started + t);
+        self.interrupt = Interrupt::new(self.canceled.clone(), deadline);
         let r = match self.statement_timeout() {
             Some(limit) => {
                 match tokio::time::timeout(limit, self.execute_inner(parsed, params)).await {
@@ -449,6 +465,8 @@ impl Session {
             ctes: Vec::new(),
             outer: Vec::new(),
             correlated: false,
+            mem: self.registry.memory.reservation(),
+            interrupt: self.interrupt.clone(),
         }
     }
 
@@ -466,7 +484,7 @@ impl Session {
                 let rows = if ctx.describe {
                     Vec::new()
                 } else {
-                    execute(&planned.node, ctx.txn).await?
+                    crate::exec::collect(planned.node, &mut ctx.exec()).await?
                 };
                 Ok(Output::Rows {
                     columns: planned.columns,
