@@ -71,6 +71,10 @@ struct StartArgs {
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     log_format: String,
+    /// Memory SQL statements may hold at once, all sessions together: a size (64MiB, 2GiB)
+    /// or a share of the container's memory limit, else of physical memory (25%, .25).
+    #[arg(long, env = "BINI_MAX_SQL_MEMORY", default_value = "25%")]
+    max_sql_memory: String,
 }
 
 #[derive(Args)]
@@ -349,6 +353,9 @@ async fn start(args: StartArgs, single: bool) -> Result<()> {
         .collect();
     config.http_addr = Some(args.http_addr.clone());
     config.store.range_max_bytes = args.range_max_bytes;
+    config.max_sql_memory =
+        bini_server::parse_size(&args.max_sql_memory, bini_server::memory_available())
+            .map_err(|e| anyhow!("--max-sql-memory={e}"))?;
     if single {
         config.store.replication_factor = 1;
     }

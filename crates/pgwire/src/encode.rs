@@ -51,6 +51,17 @@ pub fn rows(
     format: &Format,
 ) -> PgWireResult<EncodedRows> {
     let schema = Arc::new(fields(columns, format));
+    let out = encode_rows(&schema, columns, rows, format)?;
+    Ok((schema, out))
+}
+
+/// Encodes rows for the wire under a row description made by [`fields`].
+pub fn encode_rows(
+    schema: &Arc<Vec<FieldInfo>>,
+    columns: &[Column],
+    rows: Vec<Vec<Datum>>,
+    format: &Format,
+) -> PgWireResult<Vec<PgWireResult<DataRow>>> {
     let mut encoder = DataRowEncoder::new(schema.clone());
     let opts = FormatOptions::default();
     let mut out = Vec::with_capacity(rows.len());
@@ -86,7 +97,7 @@ pub fn rows(
         }
         out.push(Ok(encoder.take_row()));
     }
-    Ok((schema, out))
+    Ok(out)
 }
 
 fn pg_epoch() -> NaiveDate {

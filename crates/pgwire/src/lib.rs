@@ -12,12 +12,13 @@
 mod encode;
 mod socket;
 
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use futures::{stream, Sink, SinkExt};
+use futures::{stream, Sink, SinkExt, StreamExt};
 use pgwire::api::auth::{
     finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
     DefaultServerParameterProvider, StartupHandler,
@@ -38,6 +39,7 @@ use pgwire::api::{
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
+use pgwire::messages::startup::SecretKey;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::net::TcpStream;
 
@@ -113,18 +115,52 @@ pub struct Gateway {
     registry: Arc<bini_sql::Registry>,
     manager: Arc<ConnectionManager>,
     pids: Arc<pgwire::api::RandomPidSecretKeyGenerator>,
+    cancels: Arc<CancelFlags>,
+}
+
+/// Each connection's cancel flag, by the process id and secret key its cancel requests name.
+type CancelFlags = parking_lot::Mutex<HashMap<i32, (SecretKey, Arc<AtomicBool>)>>;
+
+/// Cancel requests. pgwire's connection manager drops the connection's running Execute (a
+/// statement waiting on KV stops at once); the session's flag stops one that is computing
+/// between awaits, or streaming its result, at its next batch.
+struct Cancel {
+    manager: DefaultCancelHandler,
+    cancels: Arc<CancelFlags>,
+}
+
+#[async_trait]
+impl pgwire::api::cancel::CancelHandler for Cancel {
+    async fn on_cancel_request(&self, request: pgwire::messages::cancel::CancelRequest) {
+        let flag = self
+            .cancels
+            .lock()
+            .get(&request.pid)
+            .filter(|(key, _)| *key == request.secret_key)
+            .map(|(_, flag)| flag.clone());
+        if let Some(flag) = flag {
+            flag.store(true, Ordering::Relaxed);
+        }
+        self.manager.on_cancel_request(request).await;
+    }
 }
 
 impl Gateway {
-    /// A gateway for the node whose transactions go through `db`. Clients wait at startup
-    /// until `ready` (the SQL catalog exists: a node just started may not have it yet).
-    pub fn new(db: Db, ready: tokio::sync::watch::Receiver<bool>) -> Self {
+    /// A gateway for the node whose transactions go through `db` and whose statements share
+    /// the `memory` budget. Clients wait at startup until `ready` (the SQL catalog exists: a
+    /// node just started may not have it yet).
+    pub fn new(
+        db: Db,
+        ready: tokio::sync::watch::Receiver<bool>,
+        memory: Arc<bini_sql::MemoryPool>,
+    ) -> Self {
         Gateway {
             db,
             ready,
-            registry: Arc::default(),
+            registry: Arc::new(bini_sql::Registry::new(memory)),
             manager: Arc::new(ConnectionManager::new()),
             pids: Arc::new(pgwire::api::RandomPidSecretKeyGenerator::default()),
+            cancels: Arc::default(),
         }
     }
 
@@ -135,22 +171,34 @@ impl Gateway {
             registry: self.registry.clone(),
             session: tokio::sync::Mutex::new(None),
             reset_statements: AtomicBool::new(false),
+            canceled: Arc::default(),
+            pid: std::sync::OnceLock::new(),
         });
         let handlers = Arc::new(Connection {
             conn: Arc::new(Conn {
                 session: session.clone(),
-                parser: Arc::new(Parser { session }),
+                parser: Arc::new(Parser {
+                    session: session.clone(),
+                }),
             }),
             startup: Arc::new(Startup {
                 db: self.db.clone(),
                 ready: self.ready.clone(),
                 manager: self.manager.clone(),
                 pids: self.pids.clone(),
+                cancels: self.cancels.clone(),
+                slot: session.clone(),
             }),
-            cancel: Arc::new(DefaultCancelHandler::new(self.manager.clone())),
+            cancel: Arc::new(Cancel {
+                manager: DefaultCancelHandler::new(self.manager.clone()),
+                cancels: self.cancels.clone(),
+            }),
         });
         if let Err(e) = socket::serve(stream, handlers).await {
             tracing::debug!(error = %e, "pgwire connection ended with an error");
+        }
+        if let Some(pid) = session.pid.get() {
+            self.cancels.lock().remove(pid);
         }
     }
 }
@@ -159,7 +207,7 @@ impl Gateway {
 struct Connection {
     conn: Arc<Conn>,
     startup: Arc<Startup>,
-    cancel: Arc<DefaultCancelHandler>,
+    cancel: Arc<Cancel>,
 }
 
 impl PgWireServerHandlers for Connection {
@@ -244,6 +292,8 @@ struct Startup {
     ready: tokio::sync::watch::Receiver<bool>,
     manager: Arc<ConnectionManager>,
     pids: Arc<pgwire::api::RandomPidSecretKeyGenerator>,
+    cancels: Arc<CancelFlags>,
+    slot: Arc<SessionSlot>,
 }
 
 #[async_trait]
@@ -296,6 +346,10 @@ impl StartupHandler for Startup {
             self.pids.generate(client)
         };
         client.set_pid_and_secret_key(pid, key.clone());
+        self.cancels
+            .lock()
+            .insert(pid, (key.clone(), self.slot.canceled.clone()));
+        let _ = self.slot.pid.set(pid);
         let (handle, guard) = self.manager.register(pid, key);
         client
             .session_extensions()
@@ -319,6 +373,10 @@ struct SessionSlot {
     /// Set by `DEALLOCATE ALL` / `DISCARD ALL`: the connection loop empties the statement
     /// store once the message is handled.
     reset_statements: AtomicBool,
+    /// The session's cancel flag, set by cancel requests.
+    canceled: Arc<AtomicBool>,
+    /// The process id cancel requests name this connection by.
+    pid: std::sync::OnceLock<i32>,
 }
 
 impl SessionSlot {
@@ -383,13 +441,15 @@ impl SessionSlot {
                 .cloned()
                 .unwrap_or_else(|| "root".into());
             let database = client.metadata().get(METADATA_DATABASE).cloned();
-            Session::new(
+            let mut s = Session::new(
                 self.db.clone(),
                 self.registry.clone(),
                 &user,
                 database.as_deref(),
                 &client.socket_addr().to_string(),
-            )
+            );
+            s.set_cancel_flag(self.canceled.clone());
+            s
         });
         f(session).await
     }
@@ -401,11 +461,23 @@ struct Conn {
     parser: Arc<Parser>,
 }
 
-fn to_response(out: Output, format: &Format) -> PgWireResult<Response> {
+fn to_response(out: Output, format: &Format, slot: &Arc<SessionSlot>) -> PgWireResult<Response> {
     Ok(match out {
-        Output::Rows { columns, rows, tag } => {
+        Output::Rows {
+            columns,
+            rows,
+            tag,
+            cursor,
+        } => {
             let (schema, rows) = encode::rows(&columns, rows, format)?;
-            let mut r = QueryResponse::new(schema, stream::iter(rows));
+            let first = stream::iter(rows);
+            let mut r = match cursor {
+                None => QueryResponse::new(schema, first),
+                Some(c) => {
+                    let rest = cursor_rows(slot.clone(), c, columns, format.clone(), &schema);
+                    QueryResponse::new(schema, first.chain(rest))
+                }
+            };
             // pgwire appends the row count; INSERT's tag has an OID before it.
             r.set_command_tag(if tag == "INSERT" { "INSERT 0" } else { tag });
             Response::Query(r)
@@ -425,6 +497,40 @@ fn to_response(out: Output, format: &Format) -> PgWireResult<Response> {
         Output::Begin => Response::TransactionStart(Tag::new("BEGIN")),
         Output::End(tag) => Response::TransactionEnd(Tag::new(tag)),
     })
+}
+
+/// The rows of an open result, read a batch at a time as pgwire sends them (and as a
+/// suspended portal's Executes ask for them).
+fn cursor_rows(
+    slot: Arc<SessionSlot>,
+    cursor: bini_sql::SharedCursor,
+    columns: Vec<bini_sql::Column>,
+    format: Format,
+    schema: &Arc<Vec<FieldInfo>>,
+) -> impl futures::Stream<Item = PgWireResult<pgwire::messages::data::DataRow>> + Send + 'static {
+    let schema = schema.clone();
+    stream::unfold(Some((slot, cursor)), move |state| {
+        let (columns, format, schema) = (columns.clone(), format.clone(), schema.clone());
+        async move {
+            let (slot, cursor) = state?;
+            let batch = {
+                let mut session = slot.session.lock().await;
+                let session = session.as_mut()?;
+                let mut c = cursor.lock().await;
+                session.fetch(&mut c).await
+            };
+            let rows = match batch {
+                Ok(Some(rows)) => rows,
+                Ok(None) => return None,
+                Err(e) => return Some((vec![Err(user_error(&e))], None)),
+            };
+            match encode::encode_rows(&schema, &columns, rows, &format) {
+                Ok(encoded) => Some((encoded, Some((slot, cursor)))),
+                Err(e) => Some((vec![Err(e)], None)),
+            }
+        }
+    })
+    .flat_map(stream::iter)
 }
 
 #[async_trait]
@@ -453,7 +559,7 @@ impl SimpleQueryHandler for Conn {
                         Err(e) => return Err(e),
                     }
                 }
-                Ok(o) => out.push(to_response(o, &Format::UnifiedText)?),
+                Ok(o) => out.push(to_response(o, &Format::UnifiedText, &self.session)?),
                 Err(e) => {
                     let PgWireError::UserError(info) = user_error(&e) else {
                         unreachable!("user_error builds a UserError")
@@ -689,7 +795,7 @@ impl ExtendedQueryHandler for Conn {
             .await;
         match result {
             Ok(Output::Deallocate { name, tag }) => self.session.deallocate(client, name, tag),
-            Ok(out) => to_response(out, &portal.result_column_format),
+            Ok(out) => to_response(out, &portal.result_column_format, &self.session),
             Err(e) => Err(user_error(&e)),
         }
     }

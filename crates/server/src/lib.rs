@@ -14,6 +14,7 @@
 mod admin;
 mod background;
 mod faults;
+mod resources;
 mod services;
 
 use std::net::SocketAddr;
@@ -33,6 +34,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use faults::{NetworkFaults, RaftFilter};
+pub use resources::{memory_available, parse_size};
+
+/// The SQL memory budget of a node configured in code (tests, `bini demo`): `bini start`
+/// defaults to a quarter of the memory available instead.
+pub const DEFAULT_MAX_SQL_MEMORY: u64 = 1 << 30;
 
 /// The build identifier shown in node status.
 pub const BUILD: &str = env!("CARGO_PKG_VERSION");
@@ -57,6 +63,8 @@ pub struct NodeConfig {
     pub raft_filter: Option<Arc<dyn RaftFilter>>,
     /// The physical clock; the system clock when unset (tests inject skew here).
     pub clock: Option<Arc<dyn PhysicalClock>>,
+    /// The SQL memory budget in bytes (`--max-sql-memory`).
+    pub max_sql_memory: u64,
 }
 
 impl NodeConfig {
@@ -71,6 +79,7 @@ impl NodeConfig {
             store: StoreConfig::default(),
             raft_filter: None,
             clock: None,
+            max_sql_memory: DEFAULT_MAX_SQL_MEMORY,
         }
     }
 }

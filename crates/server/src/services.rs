@@ -41,7 +41,11 @@ pub(crate) async fn serve(
     // One port for both protocols: gRPC (HTTP/2) connections open with the `PRI *` preface,
     // anything else is a Postgres client.
     let (grpc_tx, grpc_rx) = tokio::sync::mpsc::unbounded_channel::<std::io::Result<TcpStream>>();
-    let gateway = bini_pgwire::Gateway::new(state.db.clone(), state.sql_ready.subscribe());
+    let gateway = bini_pgwire::Gateway::new(
+        state.db.clone(),
+        state.sql_ready.subscribe(),
+        bini_sql::MemoryPool::new(state.config.max_sql_memory),
+    );
     let mut accept_shutdown = shutdown.clone();
     let acceptor = tokio::spawn(async move {
         loop {

@@ -42,11 +42,12 @@ mod types;
 pub use catalog::{bootstrap, database_exists, DEFAULT_DATABASE};
 pub use error::{Error, Result};
 pub use expr::cast;
+pub use memory::MemoryPool;
 pub use parse::{parse, parse_one, AsOf, Parsed, MAX_STATEMENT_BYTES};
 pub use plan::Column;
 pub use planner::Params;
 pub use registry::Registry;
-pub use session::{Described, Output, Session, TxnState};
+pub use session::{Cursor, Described, Output, Session, SharedCursor, TxnState};
 pub use types::{Datum, Interval, Type};
 
 /// The server version reported to clients (a PostgreSQL version drivers accept).

@@ -100,7 +100,7 @@ impl Aggregate {
         };
         let group_bytes = std::mem::size_of::<Acc>() as u64 * aggs.len() as u64;
         while let Some(batch) = self.input.next(cx).await? {
-            cx.interrupt.check()?;
+            cx.tick().await?;
             for row in &batch {
                 let key = self
                     .group_by
@@ -202,7 +202,7 @@ impl Sort {
                 keyed.push((k, r));
             }
         }
-        cx.interrupt.check()?;
+        cx.tick().await?;
         let keys = &self.keys;
         keyed.sort_by(|(a, _), (b, _)| {
             for (i, s) in keys.iter().enumerate() {

@@ -211,7 +211,7 @@ impl Source for HashJoin {
             };
             let mut out = Vec::with_capacity(BATCH_ROWS);
             while !self.left_done {
-                cx.interrupt.check()?;
+                cx.tick().await?;
                 if self.probe.emit(build, &self.spec, &mut out)? {
                     match self.left.next(cx).await? {
                         Some(batch) => self.probe = Probe::new(batch),
@@ -319,7 +319,7 @@ impl Source for LookupJoin {
         crate::stack::deep(async move {
             let mut out = Vec::with_capacity(BATCH_ROWS);
             loop {
-                cx.interrupt.check()?;
+                cx.tick().await?;
                 let done = match self.chunk.as_mut() {
                     Some((probe, build)) => probe.emit(build, &self.spec, &mut out)?,
                     None => true,

@@ -9,9 +9,11 @@
 //! a statement that would need more fails with 53200 instead of taking the node down. A
 //! full table scan streams to the client in constant memory.
 //!
-//! Every batch also checks the statement's [`Interrupt`]: a cancel request or a
-//! `statement_timeout` stops even a statement that never waits on the network (a cross join
-//! computed in memory), as Postgres's `CHECK_FOR_INTERRUPTS` does.
+//! Every batch also checks the statement's [`Interrupt`] ([`Exec::tick`]): a cancel request or
+//! a `statement_timeout` stops even a statement that never waits on the network (a cross join
+//! computed in memory), as Postgres's `CHECK_FOR_INTERRUPTS` does; and it gives the worker
+//! thread back to the runtime now and then, so such a statement does not starve the node's
+//! other tasks.
 //!
 //! Files: `scan.rs` (tables, index lookups, generate_series), `join.rs` (hash, nested-loop and
 //! lookup joins), `group.rs` (aggregation, DISTINCT, sort, set operations). This file holds
@@ -47,6 +49,16 @@ pub struct Exec<'t> {
     pub held: &'t mut Reservation,
     /// The statement's cancel flag and deadline.
     pub interrupt: &'t Interrupt,
+}
+
+impl Exec<'_> {
+    /// Called once per batch: lets other tasks of the node run (a statement computing in
+    /// memory never waits, and would otherwise keep its worker thread, and the cancel request
+    /// meant for it, waiting), then fails if the statement should stop.
+    pub async fn tick(&self) -> Result<()> {
+        tokio::task::consume_budget().await;
+        self.interrupt.check()
+    }
 }
 
 /// Why a running statement should stop: a cancel request, or its deadline.
@@ -218,7 +230,7 @@ struct Values {
 impl Source for Values {
     fn next<'a>(&'a mut self, cx: &'a mut Exec<'_>) -> BoxFuture<'a, Result<Option<Vec<Row>>>> {
         crate::stack::deep(async move {
-            cx.interrupt.check()?;
+            cx.tick().await?;
             let Some(rows) = self.rows.as_mut().filter(|r| !r.is_empty()) else {
                 return Ok(None);
             };
@@ -240,7 +252,7 @@ struct Rows {
 impl Source for Rows {
     fn next<'a>(&'a mut self, cx: &'a mut Exec<'_>) -> BoxFuture<'a, Result<Option<Vec<Row>>>> {
         crate::stack::deep(async move {
-            cx.interrupt.check()?;
+            cx.tick().await?;
             let batch: Vec<Row> = self.rows.by_ref().take(BATCH_ROWS).collect();
             Ok((!batch.is_empty()).then_some(batch))
         })

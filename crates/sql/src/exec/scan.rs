@@ -79,7 +79,7 @@ impl Scan {
     /// The next batch of (primary key, row) pairs that pass the filter, or `None` at the end.
     pub async fn next_keyed(&mut self, cx: &mut Exec<'_>) -> Result<Option<Vec<(Vec<u8>, Row)>>> {
         while self.left > 0 {
-            cx.interrupt.check()?;
+            cx.tick().await?;
             let pairs = match &mut self.reading {
                 Reading::Done => break,
                 Reading::Spans { spans, resume } => {
@@ -254,7 +254,7 @@ impl Series {
 impl Source for Series {
     fn next<'a>(&'a mut self, cx: &'a mut Exec<'_>) -> BoxFuture<'a, Result<Option<Vec<Row>>>> {
         crate::stack::deep(async move {
-            cx.interrupt.check()?;
+            cx.tick().await?;
             let (next, left, step) = match self.state {
                 Some(s) => s,
                 None => self.start()?,

@@ -30,6 +30,8 @@ impl Session {
         txn.set_read_only(read_only);
         self.txn = Some(txn);
         self.in_block = true;
+        self.block += 1;
+        self.open_cursors.clear();
         self.failed = false;
         self.read_only = read_only;
         self.queried = false;

@@ -13,12 +13,15 @@
 
 mod block;
 mod copy;
+mod cursor;
 mod ddl;
 mod explain;
 mod set;
 mod vars;
 
 use ddl::show_create;
+
+pub use cursor::{Cursor, SharedCursor};
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -62,10 +65,12 @@ pub enum Output {
     Rows {
         /// Columns.
         columns: Vec<Column>,
-        /// Rows.
+        /// Rows (the first ones, when a cursor follows).
         rows: Vec<Row>,
         /// The command tag's verb (`SELECT`, `INSERT`, …).
         tag: &'static str,
+        /// The rest of the rows, read through [`Session::fetch`] (large query results).
+        cursor: Option<SharedCursor>,
     },
     /// A command without rows, with its tag (`CREATE TABLE`, `SET`, …).
     Command(String),
@@ -117,6 +122,10 @@ pub struct Session {
     txn: Option<Txn>,
     /// Inside `BEGIN … COMMIT` (or a COPY's implicit block).
     in_block: bool,
+    /// Counts blocks, so a cursor knows whether the block it read in is still open.
+    block: u64,
+    /// Cursors of the block still open, drained before its next statement (`cursor.rs`).
+    open_cursors: Vec<std::sync::Weak<tokio::sync::Mutex<Cursor>>>,
     /// The block failed: only ROLLBACK (or ROLLBACK TO SAVEPOINT) is accepted.
     failed: bool,
     /// The block is read-only.
@@ -181,6 +190,8 @@ impl Session {
             user: user.to_string(),
             txn: None,
             in_block: false,
+            block: 0,
+            open_cursors: Vec::new(),
             failed: false,
             read_only: false,
             queried: false,
@@ -202,9 +213,9 @@ impl Session {
         &self.user
     }
 
-    /// The flag a cancel request sets to stop the running statement.
-    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
-        self.canceled.clone()
+    /// Makes `flag` the one a cancel request sets to stop the running statement.
+    pub fn set_cancel_flag(&mut self, flag: Arc<AtomicBool>) {
+        self.canceled = flag;
     }
 
     /// The transaction state.
@@ -327,6 +338,9 @@ impl Session {
                 )));
             }
             self.queried = true;
+            if !self.open_cursors.is_empty() {
+                self.drain_cursors().await?;
+            }
             // Out of the session while the statement runs (it borrows the session too); an
             // interrupted statement drops it, which fails the block (see block.rs).
             let Some(mut txn) = self.txn.take() else {
@@ -341,6 +355,12 @@ impl Session {
                 (r, _) => r,
             };
             self.txn = Some(txn);
+            if let Ok(Output::Rows {
+                cursor: Some(c), ..
+            }) = &r
+            {
+                self.track(c);
+            }
             return self.fail(r);
         }
         // Autocommit, with transparent retries.
@@ -353,6 +373,16 @@ impl Session {
             txn.set_read_only(self.reads_only());
             self.backfill = None;
             let r = self.run(&mut txn, stmt, params, upsert).await;
+            if let Ok(Output::Rows {
+                cursor: Some(c), ..
+            }) = &r
+            {
+                // A large result streams: its transaction goes with it (cursor.rs).
+                c.try_lock()
+                    .map_err(|_| Error::Internal("a new cursor is in use".into()))?
+                    .own(txn);
+                return r;
+            }
             match settle(&mut txn, r).await {
                 Err(e) if e.is_retryable() && attempt < AUTO_RETRIES => {
                     attempt += 1;
@@ -481,15 +511,37 @@ impl Session {
             S::Query(q) => {
                 let planned = ctx.plan_query(q).await?;
                 // Describe wants the columns only: the query is planned, not run.
-                let rows = if ctx.describe {
-                    Vec::new()
-                } else {
-                    crate::exec::collect(planned.node, &mut ctx.exec()).await?
-                };
+                if ctx.describe {
+                    return Ok(Output::Rows {
+                        columns: planned.columns,
+                        rows: Vec::new(),
+                        tag: "SELECT",
+                        cursor: None,
+                    });
+                }
+                let mut source = crate::exec::build(planned.node, &ctx.mem)?;
+                let mut rows = Vec::new();
+                let mut done = false;
+                while rows.len() < cursor::FIRST_ROWS {
+                    match source.next(&mut ctx.exec()).await? {
+                        Some(batch) => rows.extend(batch),
+                        None => {
+                            done = true;
+                            break;
+                        }
+                    }
+                }
+                let cursor = (!done).then(|| {
+                    let fresh = ctx.mem.sibling();
+                    let mem = std::mem::replace(&mut ctx.mem, fresh);
+                    let c = Cursor::new(source, self.block, mem, ctx.interrupt.clone());
+                    Arc::new(tokio::sync::Mutex::new(c))
+                });
                 Ok(Output::Rows {
                     columns: planned.columns,
                     rows,
                     tag: "SELECT",
+                    cursor,
                 })
             }
             S::Insert(ins) => {
@@ -588,6 +640,7 @@ impl Session {
                         })
                         .collect(),
                     tag: "SHOW",
+                    cursor: None,
                 })
             }
             S::ShowCreate { obj_name, .. } => {
@@ -661,6 +714,7 @@ fn dml_output(r: dml::DmlResult, verb: &'static str) -> Output {
             columns,
             rows,
             tag: tag_verb,
+            cursor: None,
         },
         None => Output::Affected {
             verb: tag_verb,
@@ -686,5 +740,6 @@ fn text_rows(names: &[&str], rows: Vec<Vec<String>>) -> Output {
             .map(|r| r.into_iter().map(Datum::String).collect())
             .collect(),
         tag: "SHOW",
+        cursor: None,
     }
 }

@@ -192,6 +192,7 @@ impl Session {
                     columns: vec![text_column(&written.replace(' ', "_"))],
                     rows: vec![vec![Datum::String(value)]],
                     tag: "SHOW",
+                    cursor: None,
                 }))
             }
             S::Discard { object_type } => match object_type {
