@@ -219,6 +219,13 @@ enum KvCommand {
     },
 }
 
+/// jemalloc, not the system allocator: glibc keeps what a large statement freed in the arena
+/// of the thread that freed it, so a node running big statements on different worker threads
+/// grows well past its SQL memory budget; jemalloc reuses memory across threads and returns
+/// what stays unused to the system (as TiKV and most Rust databases do).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Statements recurse once per level of nesting (up to 2,048 levels, see bini-sql's

@@ -23,15 +23,15 @@ impl Store {
         f: impl FnOnce(Option<&Replica>) -> T + Send + 'static,
     ) -> Result<T> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.inner
-            .tx
-            .send(StoreMsg::Inspect {
+        self.enqueue(
+            range_id,
+            StoreMsg::Inspect {
                 range_id,
                 f: Box::new(move |r| {
                     let _ = tx.send(f(r));
                 }),
-            })
-            .map_err(|_| Error::Stopping)?;
+            },
+        )?;
         rx.await.map_err(|_| Error::Stopping)
     }
 
@@ -42,6 +42,7 @@ impl Store {
         desc: RangeDescriptor,
     ) -> Result<()> {
         self.ask(
+            range_id,
             |responder| StoreMsg::ConfChange {
                 range_id,
                 cc,

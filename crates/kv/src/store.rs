@@ -98,6 +98,8 @@ pub struct StoreStatus {
     pub synced_rounds: AtomicU64,
     /// Commands applied that a client proposed on this store.
     pub proposals_applied: AtomicU64,
+    /// Raft messages dropped because the inbox was full.
+    pub dropped_messages: AtomicU64,
 }
 
 pub(crate) struct Inner {
@@ -120,6 +122,8 @@ pub(crate) struct Inner {
     pub(crate) changing: Mutex<std::collections::HashSet<RangeId>>,
     /// Set while the node's clock is too far from the cluster's: why it refuses to serve.
     pub(crate) clock_unhealthy: Mutex<Option<String>>,
+    /// Bytes of Raft messages in the inbox.
+    pub(crate) inbox_bytes: std::sync::atomic::AtomicUsize,
 }
 
 /// A store: the replicas of one data directory and the thread that drives them.
@@ -127,6 +131,13 @@ pub(crate) struct Inner {
 pub struct Store {
     pub(crate) inner: Arc<Inner>,
 }
+
+/// The most messages the store thread's inbox holds; past it, Raft messages are dropped and
+/// requests refused (both are retried).
+const INBOX_MESSAGES: usize = 16_384;
+
+/// The most bytes of Raft messages the inbox holds.
+const INBOX_BYTES: usize = 64 << 20;
 
 /// How long a proposer waits before reporting a timeout (the outcome is then unknown).
 pub(crate) const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(4);
@@ -204,7 +215,7 @@ impl Store {
         transport: Arc<dyn Transport>,
         vote_grace: Duration,
     ) -> Result<(Store, Worker)> {
-        let (tx, rx) = crossbeam_channel::unbounded();
+        let (tx, rx) = crossbeam_channel::bounded(INBOX_MESSAGES);
         let inner = Arc::new(Inner {
             node_id,
             engine: engine.clone(),
@@ -221,6 +232,7 @@ impl Store {
             thread: Mutex::new(None),
             changing: Mutex::new(std::collections::HashSet::new()),
             clock_unhealthy: Mutex::new(None),
+            inbox_bytes: Default::default(),
         });
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let mut replicas = HashMap::new();
@@ -286,9 +298,33 @@ impl Store {
         }
     }
 
-    /// Hands a received Raft message to the store thread.
+    /// Hands a received Raft message to the store thread. When the inbox is full (the store
+    /// thread is behind) the message is dropped: Raft resends what matters, and a peer cannot
+    /// make the node queue without bound.
     pub fn deliver(&self, msg: RaftMessage) {
-        let _ = self.inner.tx.send(StoreMsg::Raft(msg));
+        let len = msg.message.len();
+        let queued = self.inner.inbox_bytes.fetch_add(len, Ordering::Relaxed);
+        let sent =
+            queued + len <= INBOX_BYTES && self.inner.tx.try_send(StoreMsg::Raft(msg)).is_ok();
+        if !sent {
+            self.inner.inbox_bytes.fetch_sub(len, Ordering::Relaxed);
+            self.inner
+                .status
+                .dropped_messages
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Queues a request for the store thread, refusing it (retryably: it did not apply) when
+    /// the inbox is full.
+    pub(crate) fn enqueue(&self, range_id: RangeId, msg: StoreMsg) -> Result<()> {
+        self.inner.tx.try_send(msg).map_err(|e| match e {
+            crossbeam_channel::TrySendError::Full(_) => {
+                tracing::debug!(range_id = range_id.0, "store inbox full; request refused");
+                Error::ProposalDropped(range_id)
+            }
+            crossbeam_channel::TrySendError::Disconnected(_) => Error::Stopping,
+        })
     }
 
     /// Reports the outcome of a snapshot send.
@@ -666,6 +702,7 @@ impl Store {
         term: Option<u64>,
     ) -> Result<Vec<Response>> {
         self.ask(
+            range_id,
             |responder| StoreMsg::Propose {
                 range_id,
                 cmd: Box::new(cmd),
@@ -682,15 +719,13 @@ impl Store {
     /// `timeout` (after which the outcome is unknown).
     pub(crate) async fn ask(
         &self,
+        range_id: RangeId,
         message: impl FnOnce(Responder) -> StoreMsg,
         timeout: Duration,
         what: impl FnOnce() -> String,
     ) -> Result<Vec<Response>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.inner
-            .tx
-            .send(message(tx))
-            .map_err(|_| Error::Stopping)?;
+        self.enqueue(range_id, message(tx))?;
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(Error::Stopping),

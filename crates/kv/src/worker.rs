@@ -159,7 +159,12 @@ impl Worker {
 
     fn handle(&mut self, msg: StoreMsg) {
         match msg {
-            StoreMsg::Raft(m) => self.on_raft_message(m),
+            StoreMsg::Raft(m) => {
+                self.inner
+                    .inbox_bytes
+                    .fetch_sub(m.message.len(), Ordering::Relaxed);
+                self.on_raft_message(m)
+            }
             StoreMsg::Propose {
                 range_id,
                 mut cmd,

@@ -194,7 +194,8 @@ impl Gateway {
                 cancels: self.cancels.clone(),
             }),
         });
-        if let Err(e) = socket::serve(stream, handlers).await {
+        let memory = self.registry.memory.reservation();
+        if let Err(e) = socket::serve(stream, handlers, memory).await {
             tracing::debug!(error = %e, "pgwire connection ended with an error");
         }
         if let Some(pid) = session.pid.get() {

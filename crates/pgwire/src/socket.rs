@@ -7,7 +7,10 @@
 //!   The socket is read through [`Limited`], which follows the framing as bytes arrive and
 //!   refuses a message whose declared length passes [`MAX_MESSAGE_BYTES`] before any of its
 //!   body is buffered: the client gets `FATAL 54000` and the connection closes (Postgres also
-//!   ends the connection on a message it will not read).
+//!   ends the connection on a message it will not read). A message over
+//!   [`LARGE_MESSAGE_BYTES`] is reserved from the node's SQL memory budget while it is
+//!   buffered (`FATAL 53200` when the budget has no room), so many connections sending large
+//!   messages at once cannot exhaust the node's memory either.
 //! - **Idle in transaction.** While the session has a transaction open, waiting for the next
 //!   message is bounded by its `idle_in_transaction_session_timeout`; past it the transaction
 //!   rolls back and the connection closes with `FATAL 25P03`, as in Postgres.
@@ -36,17 +39,26 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, FramedParts};
 
+use bini_sql::Reservation;
+
 use crate::{Connection, Prepared};
 
 /// The largest message a client may send (a statement's text is refused past
 /// `bini_sql::MAX_STATEMENT_BYTES`, with room here for a Bind's parameters).
 pub const MAX_MESSAGE_BYTES: usize = 32 << 20;
 
+/// Messages larger than this are reserved from the SQL memory budget while buffered.
+pub const LARGE_MESSAGE_BYTES: usize = 1 << 20;
+
 /// How long a new connection has to complete its startup.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Serves one client connection until it closes.
-pub(crate) async fn serve(stream: TcpStream, handlers: Arc<Connection>) -> io::Result<()> {
+pub(crate) async fn serve(
+    stream: TcpStream,
+    handlers: Arc<Connection>,
+    memory: Reservation,
+) -> io::Result<()> {
     let negotiated = tokio::time::timeout(STARTUP_TIMEOUT, negotiate_tls(stream, None)).await;
     let Ok(Some(socket)) = negotiated.unwrap_or(Ok(None)) else {
         return Ok(());
@@ -54,7 +66,7 @@ pub(crate) async fn serve(stream: TcpStream, handlers: Arc<Connection>) -> io::R
     // Bytes pgwire has read already (the start of the startup message) are buffered in the
     // codec; the framing check starts from them.
     let parts = socket.into_parts();
-    let limited = Limited::new(parts.io, &parts.read_buf);
+    let limited = Limited::new(parts.io, &parts.read_buf, memory);
     let mut next = FramedParts::new(limited, parts.codec);
     next.read_buf = parts.read_buf;
     next.write_buf = parts.write_buf;
@@ -99,12 +111,18 @@ pub(crate) async fn serve(stream: TcpStream, handlers: Arc<Connection>) -> io::R
         } else {
             socket.next().await
         };
+        // The message is decoded: what was reserved for its buffering is free again.
+        socket.get_mut().memory.clear();
         let msg = match msg {
             Some(Ok(m)) => m,
             Some(Err(PgWireError::IoError(e))) => {
                 if let Some(big) = e.get_ref().and_then(|x| x.downcast_ref::<TooLarge>()) {
                     let text = big.to_string();
                     return fatal(&mut socket, "54000", &text).await;
+                }
+                if let Some(oom) = e.get_ref().and_then(|x| x.downcast_ref::<NoMemory>()) {
+                    let text = oom.0.to_string();
+                    return fatal(&mut socket, "53200", &text).await;
                 }
                 return Ok(());
             }
@@ -184,6 +202,18 @@ impl std::fmt::Display for TooLarge {
 
 impl std::error::Error for TooLarge {}
 
+/// A large message the SQL memory budget had no room for.
+#[derive(Debug)]
+struct NoMemory(bini_sql::Error);
+
+impl std::fmt::Display for NoMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for NoMemory {}
+
 /// Where the frontend message stream stands: Postgres frames are a type byte (absent on the
 /// first, startup, message) and a 4-byte big-endian length counting itself, then the body.
 #[derive(Debug, Default)]
@@ -199,7 +229,9 @@ struct Framing {
 
 impl Framing {
     /// Follows `bytes` through the framing; fails on a header announcing a message too large.
-    fn advance(&mut self, mut bytes: &[u8]) -> Result<(), TooLarge> {
+    /// Returns the lengths of the large messages that begin in `bytes`.
+    fn advance(&mut self, mut bytes: &[u8]) -> Result<Vec<usize>, TooLarge> {
+        let mut large = Vec::new();
         while !bytes.is_empty() {
             if self.body_left > 0 {
                 let n = self.body_left.min(bytes.len());
@@ -221,6 +253,9 @@ impl Framing {
             if len > MAX_MESSAGE_BYTES {
                 return Err(TooLarge { len });
             }
+            if len > LARGE_MESSAGE_BYTES {
+                large.push(len);
+            }
             // A length below 4 is pgwire's to refuse; nothing of it is buffered here.
             self.body_left = len.saturating_sub(4);
             self.have = 0;
@@ -230,7 +265,7 @@ impl Framing {
                 self.started = true;
             }
         }
-        Ok(())
+        Ok(large)
     }
 }
 
@@ -239,24 +274,40 @@ pub(crate) struct Limited<IO> {
     io: IO,
     framing: Framing,
     /// Set once a message was refused: every later read fails the same way.
-    refused: Option<usize>,
+    refused: Option<io::ErrorKind>,
+    /// What large messages being buffered hold of the SQL memory budget.
+    memory: Reservation,
 }
 
 impl<IO> Limited<IO> {
     /// Wraps `io`, whose stream began with `already` (bytes read before the wrap).
-    fn new(io: IO, already: &[u8]) -> Self {
-        let mut framing = Framing::default();
-        let refused = framing.advance(already).err().map(|t| t.len);
-        Limited {
+    fn new(io: IO, already: &[u8], memory: Reservation) -> Self {
+        let mut l = Limited {
             io,
-            framing,
-            refused,
+            framing: Framing::default(),
+            refused: None,
+            memory,
+        };
+        // The startup message is small (pgwire refuses one over 10,000 bytes).
+        if let Err(e) = l.follow(already) {
+            l.refused = Some(e.kind());
         }
+        l
     }
-}
 
-fn too_large(len: usize) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, TooLarge { len })
+    /// Follows bytes read through the framing, reserving large messages.
+    fn follow(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let large = self
+            .framing
+            .advance(bytes)
+            .map_err(|t| io::Error::new(io::ErrorKind::InvalidData, t))?;
+        for len in large {
+            self.memory
+                .grow(len as u64)
+                .map_err(|e| io::Error::new(io::ErrorKind::OutOfMemory, NoMemory(e)))?;
+        }
+        Ok(())
+    }
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for Limited<IO> {
@@ -265,16 +316,17 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Limited<IO> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if let Some(len) = self.refused {
-            return Poll::Ready(Err(too_large(len)));
+        if let Some(kind) = self.refused {
+            return Poll::Ready(Err(io::Error::new(kind, "message refused")));
         }
         let before = buf.filled().len();
         let this = &mut *self;
         match Pin::new(&mut this.io).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                if let Err(t) = this.framing.advance(&buf.filled()[before..]) {
-                    this.refused = Some(t.len);
-                    return Poll::Ready(Err(too_large(t.len)));
+                let filled = buf.filled();
+                if let Err(e) = this.follow(&filled[before..]) {
+                    this.refused = Some(e.kind());
+                    return Poll::Ready(Err(e));
                 }
                 Poll::Ready(Ok(()))
             }

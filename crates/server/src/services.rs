@@ -40,7 +40,8 @@ pub(crate) async fn serve(
     };
     // One port for both protocols: gRPC (HTTP/2) connections open with the `PRI *` preface,
     // anything else is a Postgres client.
-    let (grpc_tx, grpc_rx) = tokio::sync::mpsc::unbounded_channel::<std::io::Result<TcpStream>>();
+    // Bounded: a flood of new connections waits here instead of queueing without end.
+    let (grpc_tx, grpc_rx) = tokio::sync::mpsc::channel::<std::io::Result<TcpStream>>(1024);
     let gateway = bini_pgwire::Gateway::new(
         state.db.clone(),
         state.sql_ready.subscribe(),
@@ -71,7 +72,7 @@ pub(crate) async fn serve(
             tokio::spawn(async move {
                 match sniff(&stream).await {
                     Protocol::Grpc => {
-                        let _ = grpc_tx.send(Ok(stream));
+                        let _ = grpc_tx.send(Ok(stream)).await;
                     }
                     Protocol::Postgres => gateway.serve(stream).await,
                     Protocol::Closed => {}
@@ -79,7 +80,7 @@ pub(crate) async fn serve(
             });
         }
     });
-    let incoming = tokio_stream::wrappers::UnboundedReceiverStream::new(grpc_rx);
+    let incoming = tokio_stream::wrappers::ReceiverStream::new(grpc_rx);
     let res = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(5)))
         .timeout(Duration::from_secs(30))

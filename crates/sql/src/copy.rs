@@ -1,13 +1,24 @@
 //! `COPY table [(columns)] FROM STDIN` in Postgres's text format: the gateway hands over the
-//! CopyData bytes as they come; complete lines become rows, inserted in batches of
-//! [`BATCH_ROWS`] through the session, inside the open transaction or, when there is none, a
-//! transaction of the COPY's own that commits when the data ends: a COPY that fails leaves no
-//! row behind, as in Postgres.
+//! CopyData bytes as they come; complete lines become rows, inserted in batches (of
+//! [`BATCH_ROWS`] rows or [`BATCH_BYTES`] of data) through the session, inside the open
+//! transaction or, when there is none, a transaction of the COPY's own that commits when the
+//! data ends: a COPY that fails leaves no row behind, as in Postgres.
+//!
+//! What COPY holds — the incomplete line and the rows of the batch — is reserved from the
+//! node's SQL memory budget, and a line may not pass [`MAX_LINE_BYTES`]: a client sending
+//! data without newlines gets an error, not the node's memory.
 
 use crate::error::{Error, Result};
+use crate::memory::Reservation;
 
-/// Rows per INSERT.
+/// Rows per INSERT, at most.
 pub const BATCH_ROWS: usize = 500;
+
+/// Bytes of data per INSERT, about (a batch ends at the line that passes it).
+pub const BATCH_BYTES: usize = 1 << 20;
+
+/// The longest line accepted (its INSERT must stay under the statement size limit).
+pub const MAX_LINE_BYTES: usize = 8 << 20;
 
 /// A COPY in progress.
 #[derive(Debug)]
@@ -18,8 +29,14 @@ pub struct CopyIn {
     pub columns: usize,
     /// Bytes of an incomplete line.
     pending: Vec<u8>,
+    /// How much of `pending` is known to hold no newline.
+    scanned: usize,
     /// Rows parsed and not yet inserted.
     pub rows: Vec<Vec<Option<String>>>,
+    /// The data bytes of `rows`.
+    rows_bytes: usize,
+    /// `pending` and `rows`, reserved from the SQL memory budget.
+    mem: Reservation,
     /// Rows inserted so far.
     pub count: u64,
     /// The `\.` end marker was seen.
@@ -32,13 +49,16 @@ pub struct CopyIn {
 }
 
 impl CopyIn {
-    /// A COPY into `insert_prefix` of `columns` columns.
-    pub fn new(insert_prefix: String, columns: usize) -> Self {
+    /// A COPY into `insert_prefix` of `columns` columns, holding its data in `mem`.
+    pub fn new(insert_prefix: String, columns: usize, mem: Reservation) -> Self {
         CopyIn {
             insert_prefix,
             columns,
             pending: Vec::new(),
+            scanned: 0,
             rows: Vec::new(),
+            rows_bytes: 0,
+            mem,
             count: 0,
             ended: false,
             failed: None,
@@ -48,17 +68,38 @@ impl CopyIn {
 
     /// Takes in CopyData bytes; complete lines become rows.
     pub fn feed(&mut self, data: &[u8]) -> Result<()> {
+        self.mem.grow(data.len() as u64)?;
         self.pending.extend_from_slice(data);
-        while let Some(pos) = self.pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.pending.drain(..=pos).collect();
-            self.line(&line[..line.len() - 1])?;
+        let mut start = 0;
+        let mut from = self.scanned;
+        while let Some(pos) = self.pending[from..].iter().position(|b| *b == b'\n') {
+            let end = from + pos;
+            let line = self.pending[start..end].to_vec();
+            self.line(&line)?;
+            start = end + 1;
+            from = start;
+        }
+        self.pending.drain(..start);
+        self.mem.shrink(start as u64);
+        self.scanned = self.pending.len();
+        if self.pending.len() > MAX_LINE_BYTES {
+            return Err(Error::ProgramLimitExceeded(format!(
+                "COPY line longer than {MAX_LINE_BYTES} bytes"
+            )));
         }
         Ok(())
+    }
+
+    /// Whether the rows parsed so far make a batch to insert.
+    pub fn batch_full(&self) -> bool {
+        self.rows.len() >= BATCH_ROWS || self.rows_bytes >= BATCH_BYTES
     }
 
     /// The end of the data: a last line without its newline.
     pub fn finish(&mut self) -> Result<()> {
         let rest = std::mem::take(&mut self.pending);
+        self.mem.shrink(rest.len() as u64);
+        self.scanned = 0;
         if !rest.is_empty() {
             self.line(&rest)?;
         }
@@ -84,6 +125,8 @@ impl CopyIn {
                 self.columns
             )));
         }
+        self.mem.grow(line.len() as u64)?;
+        self.rows_bytes += line.len();
         self.rows.push(fields);
         Ok(())
     }
@@ -94,6 +137,8 @@ impl CopyIn {
             return None;
         }
         let rows = std::mem::take(&mut self.rows);
+        self.mem.shrink(self.rows_bytes as u64);
+        self.rows_bytes = 0;
         let n = rows.len() as u64;
         let values: Vec<String> = rows
             .into_iter()
@@ -154,7 +199,8 @@ mod tests {
 
     #[test]
     fn lines_split_across_messages_become_rows() {
-        let mut c = CopyIn::new("INSERT INTO t (a, b)".into(), 2);
+        let pool = crate::memory::MemoryPool::new(1 << 30);
+        let mut c = CopyIn::new("INSERT INTO t (a, b)".into(), 2, pool.reservation());
         c.feed(b"1\tone\n2\t\\N\n3\tit's\\ttab").expect("feed");
         assert_eq!(c.rows.len(), 2);
         c.feed(b"bed\n\\.\n").expect("feed");
@@ -165,7 +211,34 @@ mod tests {
             sql,
             "INSERT INTO t (a, b) VALUES ('1', 'one'), ('2', NULL), ('3', 'it''s\ttabbed')"
         );
-        let mut bad = CopyIn::new("INSERT INTO t (a)".into(), 1);
+        assert_eq!(pool.used(), 0, "nothing held once inserted");
+        let mut bad = CopyIn::new("INSERT INTO t (a)".into(), 1, pool.reservation());
         assert!(bad.feed(b"1\t2\n").is_err());
+    }
+
+    #[test]
+    fn endless_lines_are_refused_and_data_is_budgeted() {
+        let pool = crate::memory::MemoryPool::new(1 << 30);
+        let mut c = CopyIn::new("INSERT INTO t (a)".into(), 1, pool.reservation());
+        let chunk = vec![b'x'; 64 << 10];
+        let mut failed = None;
+        for _ in 0..200 {
+            if let Err(e) = c.feed(&chunk) {
+                failed = Some(e);
+                break;
+            }
+        }
+        assert!(matches!(failed, Some(Error::ProgramLimitExceeded(_))));
+        let small = crate::memory::MemoryPool::new(1 << 20);
+        let mut c = CopyIn::new("INSERT INTO t (a)".into(), 1, small.reservation());
+        let line = [vec![b'y'; 1000], vec![b'\n']].concat();
+        let mut err = None;
+        for _ in 0..2000 {
+            if let Err(e) = c.feed(&line) {
+                err = Some(e);
+                break;
+            }
+        }
+        assert!(matches!(err, Some(Error::OutOfMemory(_))), "{err:?}");
     }
 }

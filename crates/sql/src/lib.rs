@@ -42,7 +42,7 @@ mod types;
 pub use catalog::{bootstrap, database_exists, DEFAULT_DATABASE};
 pub use error::{Error, Result};
 pub use expr::cast;
-pub use memory::MemoryPool;
+pub use memory::{MemoryPool, Reservation};
 pub use parse::{parse, parse_one, AsOf, Parsed, MAX_STATEMENT_BYTES};
 pub use plan::Column;
 pub use planner::Params;

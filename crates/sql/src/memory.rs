@@ -135,10 +135,42 @@ impl Drop for Reservation {
 /// Allocator overhead per heap allocation (a header and rounding to the size class).
 const ALLOC_OVERHEAD: u64 = 16;
 
-/// The heap a row occupies: its vector and what its datums point to.
-pub fn row_bytes(row: &[Datum]) -> u64 {
-    let base = ALLOC_OVERHEAD + std::mem::size_of::<Vec<Datum>>() as u64;
-    base + row.iter().map(datum_bytes).sum::<u64>()
+/// The heap a row's datums occupy (by capacity: a vector collected without a size hint has
+/// room for four), with what they point to. The row's own vector header lives in whatever
+/// holds the row, counted by [`Growth`].
+pub fn row_bytes(row: &Vec<Datum>) -> u64 {
+    let spare = (row.capacity() - row.len()) * std::mem::size_of::<Datum>();
+    ALLOC_OVERHEAD + spare as u64 + row.iter().map(datum_bytes).sum::<u64>()
+}
+
+/// Follows a growing collection's own buffer (by capacity, which grows in doublings ahead
+/// of its length) and reserves each growth.
+#[derive(Debug, Default)]
+pub struct Growth {
+    counted: u64,
+}
+
+impl Growth {
+    /// Reserves what `buffer_bytes` (a collection's capacity times its element size) passed
+    /// since last counted.
+    pub fn track(&mut self, buffer_bytes: u64, mem: &mut Reservation) -> Result<()> {
+        if buffer_bytes > self.counted {
+            mem.grow(buffer_bytes - self.counted)?;
+            self.counted = buffer_bytes;
+        }
+        Ok(())
+    }
+
+    /// Reserves the buffer of `v`.
+    pub fn vec<T>(&mut self, v: &Vec<T>, mem: &mut Reservation) -> Result<()> {
+        self.track((v.capacity() * std::mem::size_of::<T>()) as u64, mem)
+    }
+
+    /// Reserves the table of a hash map or set of `capacity` entries of `T` (each entry also
+    /// costs a control byte).
+    pub fn table<T>(&mut self, capacity: usize, mem: &mut Reservation) -> Result<()> {
+        self.track((capacity * (std::mem::size_of::<T>() + 1)) as u64, mem)
+    }
 }
 
 /// The size of a datum in a row, with what it points to.
@@ -195,9 +227,18 @@ mod tests {
 
     #[test]
     fn row_sizes_count_what_datums_point_to() {
-        let small = row_bytes(&[Datum::Int(1)]);
-        let text = row_bytes(&[Datum::String("x".repeat(1000))]);
+        let small = row_bytes(&vec![Datum::Int(1)]);
+        let text = row_bytes(&vec![Datum::String("x".repeat(1000))]);
         assert!((40..100).contains(&small), "{small}");
+        let pool = MemoryPool::new(1 << 30);
+        let mut mem = pool.reservation();
+        let mut g = Growth::default();
+        let mut v: Vec<u64> = Vec::new();
+        for i in 0..1000 {
+            v.push(i);
+            g.vec(&v, &mut mem).expect("room");
+        }
+        assert_eq!(mem.bytes(), (v.capacity() * 8) as u64);
         assert!(text >= 1000 + small, "{text}");
     }
 }

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use crate::encoding::encode_key_datum;
 use crate::error::{Error, Result};
 use crate::expr::Expr;
-use crate::memory::{row_bytes, Reservation};
+use crate::memory::{row_bytes, Growth, Reservation};
 use crate::plan::{AggFunc, Aggregate as AggregateCall, BoxFuture, Row, SetOp, SortKey};
 use crate::types::Datum;
 
@@ -41,19 +41,54 @@ impl RowKey {
     }
 }
 
-/// Bytes a hash set or map entry costs beyond its key.
-const ENTRY_BYTES: u64 = 48;
-
-/// Rows computed in full, handed out a batch at a time.
-struct Finished {
-    rows: std::vec::IntoIter<Row>,
+/// A set of keys seen, reserving each new key and the table's growth.
+#[derive(Default)]
+struct Seen {
+    keys: HashSet<RowKey>,
+    table: Growth,
 }
 
-impl Finished {
-    fn next_batch(&mut self) -> Option<Vec<Row>> {
-        let batch: Vec<Row> = self.rows.by_ref().take(BATCH_ROWS).collect();
-        (!batch.is_empty()).then_some(batch)
+impl Seen {
+    /// Adds `k`; whether it was new.
+    fn insert(&mut self, k: RowKey, mem: &mut Reservation) -> Result<bool> {
+        let bytes = k.bytes();
+        if !self.keys.insert(k) {
+            return Ok(false);
+        }
+        mem.grow(bytes)?;
+        self.table.table::<RowKey>(self.keys.capacity(), mem)?;
+        Ok(true)
     }
+}
+
+/// Results computed in full, turned into rows and handed out a batch at a time (turned as
+/// they go, so no second copy of them all is ever made).
+struct Finished<T> {
+    items: std::vec::IntoIter<T>,
+    into_row: fn(T) -> Result<Row>,
+}
+
+impl<T> Finished<T> {
+    fn next_batch(&mut self) -> Result<Option<Vec<Row>>> {
+        let batch = self
+            .items
+            .by_ref()
+            .take(BATCH_ROWS)
+            .map(self.into_row)
+            .collect::<Result<Vec<Row>>>()?;
+        Ok((!batch.is_empty()).then_some(batch))
+    }
+}
+
+/// One group's state as it is kept during aggregation.
+type Group = (Row, Vec<Acc>, Vec<Seen>);
+
+/// A finished group's row: its keys, then each aggregate's value.
+fn group_row((mut key, accs, _): Group) -> Result<Row> {
+    for acc in accs {
+        key.push(finish(acc)?);
+    }
+    Ok(key)
 }
 
 /// GROUP BY and aggregates: the group keys, then one value per aggregate, per group.
@@ -61,7 +96,7 @@ pub struct Aggregate {
     input: BoxSource,
     group_by: Vec<Expr>,
     aggs: Vec<AggregateCall>,
-    out: Option<Finished>,
+    out: Option<Finished<Group>>,
     mem: Reservation,
 }
 
@@ -82,9 +117,10 @@ impl Aggregate {
         }
     }
 
-    async fn run(&mut self, cx: &mut Exec<'_>) -> Result<Vec<Row>> {
+    async fn run(&mut self, cx: &mut Exec<'_>) -> Result<Vec<Group>> {
         let mut groups: HashMap<RowKey, usize> = HashMap::new();
-        let mut states: Vec<(Row, Vec<Acc>, Vec<HashSet<RowKey>>)> = Vec::new();
+        let mut states: Vec<Group> = Vec::new();
+        let (mut groups_table, mut states_buffer) = (Growth::default(), Growth::default());
         let aggs = &self.aggs;
         let fresh = || {
             aggs.iter()
@@ -98,23 +134,27 @@ impl Aggregate {
                 })
                 .collect::<Vec<_>>()
         };
-        let group_bytes = std::mem::size_of::<Acc>() as u64 * aggs.len() as u64;
+        // Each group's accumulators and DISTINCT sets are allocations of their own.
+        let group_bytes =
+            32 + ((std::mem::size_of::<Acc>() + std::mem::size_of::<Seen>()) * aggs.len()) as u64;
         while let Some(batch) = self.input.next(cx).await? {
             cx.tick().await?;
             for row in &batch {
-                let key = self
-                    .group_by
-                    .iter()
-                    .map(|e| e.eval(row))
-                    .collect::<Result<Row>>()?;
+                let mut key = Vec::with_capacity(self.group_by.len() + aggs.len());
+                for e in &self.group_by {
+                    key.push(e.eval(row)?);
+                }
                 let hashed = RowKey::of(&key);
                 let idx = match groups.get(&hashed) {
                     Some(&i) => i,
                     None => {
                         self.mem
-                            .grow(row_bytes(&key) + hashed.bytes() + ENTRY_BYTES + group_bytes)?;
-                        states.push((key, fresh(), vec![HashSet::new(); aggs.len()]));
+                            .grow(row_bytes(&key) + hashed.bytes() + group_bytes)?;
+                        let seen = (0..aggs.len()).map(|_| Seen::default()).collect();
+                        states.push((key, fresh(), seen));
                         groups.insert(hashed, states.len() - 1);
+                        groups_table.table::<(RowKey, usize)>(groups.capacity(), &mut self.mem)?;
+                        states_buffer.vec(&states, &mut self.mem)?;
                         states.len() - 1
                     }
                 };
@@ -128,13 +168,8 @@ impl Aggregate {
                     if a.func != AggFunc::CountStar && vals.first().is_none_or(Datum::is_null) {
                         continue;
                     }
-                    if a.distinct {
-                        let k = RowKey::of(&vals[..1]);
-                        let bytes = k.bytes() + ENTRY_BYTES;
-                        if !distinct[i].insert(k) {
-                            continue;
-                        }
-                        self.mem.grow(bytes)?;
+                    if a.distinct && !distinct[i].insert(RowKey::of(&vals[..1]), &mut self.mem)? {
+                        continue;
                     }
                     let grown = accumulate(&mut accs[i], a.func, vals)?;
                     self.mem.grow(grown)?;
@@ -144,15 +179,7 @@ impl Aggregate {
         if states.is_empty() && self.group_by.is_empty() {
             states.push((Vec::new(), fresh(), Vec::new()));
         }
-        states
-            .into_iter()
-            .map(|(mut key, accs, _)| {
-                for acc in accs {
-                    key.push(finish(acc)?);
-                }
-                Ok(key)
-            })
-            .collect()
+        Ok(states)
     }
 }
 
@@ -160,12 +187,16 @@ impl Source for Aggregate {
     fn next<'a>(&'a mut self, cx: &'a mut Exec<'_>) -> BoxFuture<'a, Result<Option<Vec<Row>>>> {
         crate::stack::deep(async move {
             if self.out.is_none() {
-                let rows = self.run(cx).await?;
+                let groups = self.run(cx).await?;
                 self.out = Some(Finished {
-                    rows: rows.into_iter(),
+                    items: groups.into_iter(),
+                    into_row: group_row,
                 });
             }
-            Ok(self.out.as_mut().and_then(Finished::next_batch))
+            match self.out.as_mut() {
+                Some(out) => out.next_batch(),
+                None => Ok(None),
+            }
         })
     }
 }
@@ -174,7 +205,7 @@ impl Source for Aggregate {
 pub struct Sort {
     input: BoxSource,
     keys: Vec<SortKey>,
-    out: Option<Finished>,
+    out: Option<Finished<(Row, Row)>>,
     mem: Reservation,
 }
 
@@ -189,22 +220,25 @@ impl Sort {
         }
     }
 
-    async fn run(&mut self, cx: &mut Exec<'_>) -> Result<Vec<Row>> {
+    async fn run(&mut self, cx: &mut Exec<'_>) -> Result<Vec<(Row, Row)>> {
         let mut keyed = Vec::new();
+        let mut growth = Growth::default();
         while let Some(batch) = self.input.next(cx).await? {
             for r in batch {
-                let k = self
-                    .keys
-                    .iter()
-                    .map(|s| s.expr.eval(&r))
-                    .collect::<Result<Vec<_>>>()?;
+                let mut k = Vec::with_capacity(self.keys.len());
+                for s in &self.keys {
+                    k.push(s.expr.eval(&r)?);
+                }
                 self.mem.grow(row_bytes(&r) + row_bytes(&k))?;
                 keyed.push((k, r));
             }
+            growth.vec(&keyed, &mut self.mem)?;
         }
         cx.tick().await?;
         let keys = &self.keys;
-        keyed.sort_by(|(a, _), (b, _)| {
+        // In place: SQL does not ask for a stable sort, and a merge sort's buffer would need
+        // half the rows' size again.
+        keyed.sort_unstable_by(|(a, _), (b, _)| {
             for (i, s) in keys.iter().enumerate() {
                 let (x, y) = (&a[i], &b[i]);
                 let ord = match (x.is_null(), y.is_null()) {
@@ -228,7 +262,7 @@ impl Sort {
             }
             std::cmp::Ordering::Equal
         });
-        Ok(keyed.into_iter().map(|(_, r)| r).collect())
+        Ok(keyed)
     }
 }
 
@@ -236,12 +270,16 @@ impl Source for Sort {
     fn next<'a>(&'a mut self, cx: &'a mut Exec<'_>) -> BoxFuture<'a, Result<Option<Vec<Row>>>> {
         crate::stack::deep(async move {
             if self.out.is_none() {
-                let rows = self.run(cx).await?;
+                let sorted = self.run(cx).await?;
                 self.out = Some(Finished {
-                    rows: rows.into_iter(),
+                    items: sorted.into_iter(),
+                    into_row: |(_, row)| Ok(row),
                 });
             }
-            Ok(self.out.as_mut().and_then(Finished::next_batch))
+            match self.out.as_mut() {
+                Some(out) => out.next_batch(),
+                None => Ok(None),
+            }
         })
     }
 }
@@ -249,7 +287,7 @@ impl Source for Sort {
 /// DISTINCT: each row the first time it appears.
 pub struct Distinct {
     input: BoxSource,
-    seen: HashSet<RowKey>,
+    seen: Seen,
     mem: Reservation,
 }
 
@@ -258,24 +296,17 @@ impl Distinct {
     pub fn new(input: BoxSource, mem: Reservation) -> Self {
         Distinct {
             input,
-            seen: HashSet::new(),
+            seen: Seen::default(),
             mem,
         }
     }
 }
 
 /// Keeps the rows of `batch` whose key `seen` did not have, adding their keys.
-fn first_seen(
-    batch: Vec<Row>,
-    seen: &mut HashSet<RowKey>,
-    mem: &mut Reservation,
-) -> Result<Vec<Row>> {
+fn first_seen(batch: Vec<Row>, seen: &mut Seen, mem: &mut Reservation) -> Result<Vec<Row>> {
     let mut out = Vec::with_capacity(batch.len());
     for r in batch {
-        let k = RowKey::of(&r);
-        let bytes = k.bytes() + ENTRY_BYTES;
-        if seen.insert(k) {
-            mem.grow(bytes)?;
+        if seen.insert(RowKey::of(&r), mem)? {
             out.push(r);
         }
     }
@@ -306,8 +337,9 @@ pub struct SetOperation {
     left_done: bool,
     /// Right rows by key, with how many are left to match (INTERSECT, EXCEPT).
     counts: HashMap<RowKey, usize>,
+    counts_table: Growth,
     /// Keys already returned (without ALL).
-    seen: HashSet<RowKey>,
+    seen: Seen,
     mem: Reservation,
 }
 
@@ -321,7 +353,8 @@ impl SetOperation {
             all,
             left_done: false,
             counts: HashMap::new(),
-            seen: HashSet::new(),
+            counts_table: Growth::default(),
+            seen: Seen::default(),
             mem,
         }
     }
@@ -343,12 +376,8 @@ impl SetOperation {
                         *c -= 1;
                     }
                 }
-            } else if keep {
-                let bytes = k.bytes() + ENTRY_BYTES;
-                if self.seen.insert(k) {
-                    self.mem.grow(bytes)?;
-                    out.push(r);
-                }
+            } else if keep && self.seen.insert(k, &mut self.mem)? {
+                out.push(r);
             }
         }
         Ok(out)
@@ -391,12 +420,17 @@ impl Source for SetOperation {
                 while let Some(batch) = right.next(cx).await? {
                     for r in batch {
                         let k = RowKey::of(&r);
-                        let bytes = k.bytes() + ENTRY_BYTES;
-                        let n = self.counts.entry(k).or_insert(0);
-                        if *n == 0 {
-                            self.mem.grow(bytes)?;
+                        match self.counts.get_mut(&k) {
+                            Some(n) => *n += 1,
+                            None => {
+                                self.mem.grow(k.bytes())?;
+                                self.counts.insert(k, 1);
+                                self.counts_table.table::<(RowKey, usize)>(
+                                    self.counts.capacity(),
+                                    &mut self.mem,
+                                )?;
+                            }
                         }
-                        *n += 1;
                     }
                 }
             }

@@ -17,7 +17,7 @@ use crate::catalog::TableDesc;
 use crate::encoding::encode_key_datum;
 use crate::error::{Error, Result};
 use crate::expr::Expr;
-use crate::memory::{row_bytes, Reservation};
+use crate::memory::{row_bytes, Growth, Reservation};
 use crate::plan::{BoxFuture, JoinKind, Lookup, Row, LOOKUP_JOIN_MAX_ROWS};
 use crate::types::{Datum, Type};
 
@@ -47,15 +47,17 @@ struct Build {
     matched: Vec<bool>,
 }
 
-/// Bytes a hash entry costs beyond its key: the map's slot and the position list.
-const ENTRY_BYTES: u64 = 64;
+/// The heap a key's position list takes (an allocation holding a few positions).
+const POSITIONS_BYTES: u64 = 48;
 
 impl Build {
+    /// Indexes `rows` (already reserved by the caller) on the join's equality keys.
     fn new(rows: Vec<Row>, spec: &JoinSpec, mem: &mut Reservation) -> Result<Build> {
         let index = if spec.equi.is_empty() {
             None
         } else {
             let mut m: HashMap<RowKey, Vec<usize>> = HashMap::new();
+            let mut table = Growth::default();
             for (i, r) in rows.iter().enumerate() {
                 let k = spec
                     .equi
@@ -66,8 +68,17 @@ impl Build {
                     continue;
                 }
                 let key = RowKey::of(&k);
-                mem.grow(key.bytes() + ENTRY_BYTES)?;
-                m.entry(key).or_default().push(i);
+                match m.get_mut(&key) {
+                    Some(positions) => {
+                        mem.grow(std::mem::size_of::<usize>() as u64)?;
+                        positions.push(i);
+                    }
+                    None => {
+                        mem.grow(key.bytes() + POSITIONS_BYTES)?;
+                        m.insert(key, vec![i]);
+                        table.table::<(RowKey, Vec<usize>)>(m.capacity(), mem)?;
+                    }
+                }
             }
             Some(m)
         };
@@ -200,9 +211,11 @@ impl Source for HashJoin {
         crate::stack::deep(async move {
             if let Some(mut right) = self.right.take() {
                 let mut rows = Vec::new();
+                let mut growth = Growth::default();
                 while let Some(batch) = right.next(cx).await? {
-                    self.mem.grow(batch.iter().map(|r| row_bytes(r)).sum())?;
+                    self.mem.grow(batch.iter().map(row_bytes).sum())?;
                     rows.extend(batch);
+                    growth.vec(&rows, &mut self.mem)?;
                 }
                 self.build = Some(Build::new(rows, &self.spec, &mut self.mem)?);
             }
@@ -284,11 +297,13 @@ impl LookupJoin {
         self.chunk = None;
         self.mem.clear();
         let mut left = Vec::new();
+        let mut growth = Growth::default();
         while left.len() < LOOKUP_JOIN_MAX_ROWS {
             match self.left.next(cx).await? {
                 Some(batch) => {
-                    self.mem.grow(batch.iter().map(|r| row_bytes(r)).sum())?;
+                    self.mem.grow(batch.iter().map(row_bytes).sum())?;
                     left.extend(batch);
+                    growth.vec(&left, &mut self.mem)?;
                 }
                 None => {
                     self.left_done = true;
@@ -300,13 +315,18 @@ impl LookupJoin {
             return Ok(false);
         }
         let lookup = join_lookup(&self.table, self.index, &self.keys, &left)?;
-        let right = match &lookup {
+        // The rows read are reserved in the statement's memory (`scan_table`) until it ends;
+        // give that back as each chunk is done, holding them here instead.
+        let right: Vec<Row> = match &lookup {
             Lookup::Primary(k) if k.is_empty() => Vec::new(),
-            _ => scan_table(cx, &self.table, Some(&lookup), &self.filter, None)
-                .await?
-                .into_iter()
-                .map(|(_, r)| r)
-                .collect(),
+            _ => {
+                let before = cx.held.bytes();
+                let pairs = scan_table(cx, &self.table, Some(&lookup), &self.filter, None).await?;
+                let read = cx.held.bytes() - before;
+                self.mem.grow(read)?;
+                cx.held.shrink(read);
+                pairs.into_iter().map(|(_, r)| r).collect()
+            }
         };
         let build = Build::new(right, &self.spec, &mut self.mem)?;
         self.chunk = Some((Probe::new(left), build));

@@ -31,7 +31,7 @@ use bini_txn::Txn;
 
 use crate::error::{Error, Result};
 use crate::expr::{Expr, SubqueryKind};
-use crate::memory::{row_bytes, Reservation};
+use crate::memory::{row_bytes, Growth, Reservation};
 use crate::plan::{BoxFuture, Node, Row};
 use crate::types::Datum;
 
@@ -213,10 +213,12 @@ pub fn collect<'a>(node: Node, cx: &'a mut Exec<'_>) -> BoxFuture<'a, Result<Vec
     crate::stack::deep(async move {
         let mut source = build(node, cx.held)?;
         let mut rows = Vec::new();
+        let mut growth = Growth::default();
         while let Some(batch) = source.next(cx).await? {
-            let bytes: u64 = batch.iter().map(|r| row_bytes(r)).sum();
+            let bytes: u64 = batch.iter().map(row_bytes).sum();
             cx.held.grow(bytes)?;
             rows.extend(batch);
+            growth.vec(&rows, cx.held)?;
         }
         Ok(rows)
     })
@@ -422,19 +424,21 @@ async fn subquery_value(
         }
         SubqueryKind::In { expr, negated } => {
             let mut list = Vec::new();
-            let mut mem = cx.held.sibling();
+            let (mut mem, mut growth) = (cx.held.sibling(), Growth::default());
             while let Some(batch) = source.next(cx).await? {
-                mem.grow(batch.iter().map(|r| row_bytes(r)).sum())?;
+                mem.grow(batch.iter().map(row_bytes).sum())?;
                 list.extend(batch.into_iter().map(|r| Expr::Literal(first_column(r))));
+                growth.vec(&list, &mut mem)?;
             }
             Expr::InList(Box::new((**expr).clone()), list, *negated).eval(row)?
         }
         SubqueryKind::Array => {
             let mut values = Vec::new();
-            let mut mem = cx.held.sibling();
+            let (mut mem, mut growth) = (cx.held.sibling(), Growth::default());
             while let Some(batch) = source.next(cx).await? {
-                mem.grow(batch.iter().map(|r| row_bytes(r)).sum())?;
+                mem.grow(batch.iter().map(row_bytes).sum())?;
                 values.extend(batch.into_iter().map(first_column));
+                growth.vec(&values, &mut mem)?;
             }
             Datum::String(crate::functions::array_literal(values.into_iter()))
         }

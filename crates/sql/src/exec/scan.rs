@@ -9,7 +9,7 @@ use crate::catalog::TableDesc;
 use crate::encoding::encode_key_datum;
 use crate::error::{Error, Result};
 use crate::expr::Expr;
-use crate::memory::row_bytes;
+use crate::memory::{row_bytes, Growth};
 use crate::plan::{decode_table_row, BoxFuture, Lookup, Row, Span};
 use crate::types::{Datum, Type};
 
@@ -200,13 +200,15 @@ pub async fn scan_table(
 ) -> Result<Vec<(Vec<u8>, Row)>> {
     let mut scan = Scan::new(table.clone(), keys.cloned(), filter.clone(), limit);
     let mut out = Vec::new();
+    let mut growth = Growth::default();
     while let Some(batch) = scan.next_keyed(cx).await? {
         let bytes: u64 = batch
             .iter()
-            .map(|(k, r)| k.capacity() as u64 + row_bytes(r))
+            .map(|(k, r)| 16 + k.capacity() as u64 + row_bytes(r))
             .sum();
         cx.held.grow(bytes)?;
         out.extend(batch);
+        growth.vec(&out, cx.held)?;
     }
     Ok(out)
 }

@@ -46,7 +46,7 @@ impl Session {
             .map(|n| format!("\"{}\"", n.replace('"', "\"\"")))
             .collect();
         let prefix = format!("INSERT INTO {table} ({})", quoted.join(", "));
-        let mut copy = CopyIn::new(prefix, names.len());
+        let mut copy = CopyIn::new(prefix, names.len(), self.registry.memory.reservation());
         if !self.in_block {
             // Outside a transaction block the whole COPY is one transaction (its batches of
             // rows run inside it, as statements of an implicit block).
@@ -66,7 +66,7 @@ impl Session {
         if copy.failed.is_none() {
             if let Err(e) = copy.feed(data) {
                 copy.failed = Some(e);
-            } else if copy.rows.len() >= crate::copy::BATCH_ROWS {
+            } else if copy.batch_full() {
                 self.copy_flush(&mut copy).await;
             }
         }

@@ -103,7 +103,7 @@ impl Cursor {
         }
         let n = self.buffered.len().min(BATCH_ROWS);
         let batch: Vec<Row> = self.buffered.drain(..n).collect();
-        self.mem.shrink(batch.iter().map(|r| row_bytes(r)).sum());
+        self.mem.shrink(batch.iter().map(row_bytes).sum());
         Some(batch)
     }
 }
@@ -173,7 +173,7 @@ impl Session {
             loop {
                 match cursor.pull(&mut txn).await {
                     Ok(Some(batch)) => {
-                        let bytes = batch.iter().map(|r| row_bytes(r)).sum();
+                        let bytes = batch.iter().map(row_bytes).sum();
                         if let Err(e) = cursor.mem.grow(bytes) {
                             r = Err(e);
                             break;
