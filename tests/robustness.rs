@@ -1,4 +1,8 @@
-//! Garbage on the listen port and on every gRPC endpoint gets an error, never a crash.
+//! Garbage on the listen port and on every gRPC endpoint gets an error, never a crash; and
+//! well-formed hostile messages — Raft proposals and votes from outside the cluster or
+//! outside a range, conf changes removing every voter, system-key writes and internal
+//! commands through the client KV API, forged gossip — change nothing: every node's store
+//! keeps running and serving, and nothing is committed that a client did not ask for.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -261,4 +265,354 @@ async fn garbage_never_crashes_a_node() {
     )
     .await;
     assert_alive(&c, "nonsense in well-formed messages").await;
+}
+
+/// Sends messages on a client stream, naming `identity` (cluster id, node id) as a node would.
+async fn stream_as(
+    ch: Channel,
+    path: &'static str,
+    bodies: Vec<Vec<u8>>,
+    identity: Option<(&str, u64)>,
+) -> Result<Vec<u8>, Status> {
+    let mut grpc = tonic::client::Grpc::new(ch);
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    let mut req = tonic::Request::new(tokio_stream::iter(bodies));
+    add_identity(req.metadata_mut(), identity);
+    grpc.client_streaming(req, path.parse().expect("path"), RawCodec)
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// A unary call naming `identity`.
+async fn unary_as(
+    ch: Channel,
+    path: &'static str,
+    body: Vec<u8>,
+    identity: Option<(&str, u64)>,
+) -> Result<Vec<u8>, Status> {
+    let mut grpc = tonic::client::Grpc::new(ch);
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    let mut req = tonic::Request::new(body);
+    add_identity(req.metadata_mut(), identity);
+    grpc.unary(req, path.parse().expect("path"), RawCodec)
+        .await
+        .map(|r| r.into_inner())
+}
+
+fn add_identity(meta: &mut tonic::metadata::MetadataMap, identity: Option<(&str, u64)>) {
+    if let Some((cluster, node)) = identity {
+        meta.insert("bini-cluster-id", cluster.parse().expect("ascii"));
+        meta.insert("bini-node-id", node.to_string().parse().expect("ascii"));
+    }
+}
+
+/// An encoded Raft message.
+fn raft_message(
+    kind: raft::eraftpb::MessageType,
+    from: u64,
+    to: u64,
+    term: u64,
+    entries: Vec<raft::eraftpb::Entry>,
+) -> Vec<u8> {
+    use protobuf::Message as _;
+    let mut m = raft::eraftpb::Message::default();
+    m.set_msg_type(kind);
+    m.from = from;
+    m.to = to;
+    m.term = term;
+    m.index = 5;
+    m.log_term = 5;
+    m.commit = 1_000;
+    m.set_entries(entries.into());
+    m.write_to_bytes().expect("encode")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_peer_messages_change_nothing() {
+    use protobuf::Message as _;
+    use raft::eraftpb::MessageType as T;
+    use raft::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2, Entry, EntryType};
+    let c = Cluster::start(3, &[]).await;
+    let before = c.wait_replicated(0, 3, Duration::from_secs(60)).await;
+    for i in 0..3 {
+        assert_alive_on(&c, i, "startup").await;
+    }
+    let status = c
+        .node(0)
+        .await
+        .node_status(bini_proto::NodeStatusRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    let (cluster, me) = (status.cluster_id.clone(), status.node_id);
+    let other = status
+        .nodes
+        .iter()
+        .map(|n| n.node_id)
+        .find(|n| *n != me)
+        .expect("another node");
+    let addr = c.nodes[0].addr.clone();
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+
+    // A proposal that would write a key, an empty proposal, a conf change removing every
+    // voter: proposals never come from the network.
+    let forged_put = bini_proto::RaftCommand {
+        requests: vec![put(b"forged-proposal".to_vec(), b"x".to_vec())],
+        ..Default::default()
+    };
+    let remove_all = {
+        let mut cc = ConfChangeV2::default();
+        for n in status.nodes.iter().map(|n| n.node_id) {
+            let mut s = ConfChangeSingle::default();
+            s.set_change_type(ConfChangeType::RemoveNode);
+            s.node_id = n;
+            cc.mut_changes().push(s);
+        }
+        cc.write_to_bytes().expect("encode")
+    };
+    let entry = |kind: EntryType, data: Vec<u8>| {
+        let mut e = Entry::default();
+        e.set_entry_type(kind);
+        e.data = data.into();
+        e
+    };
+    let mut messages = Vec::new();
+    for range_id in [1, 2] {
+        messages.push(raft_message(T::MsgPropose, other, me, 0, vec![]));
+        messages.push(raft_message(
+            T::MsgPropose,
+            other,
+            me,
+            0,
+            vec![entry(
+                EntryType::EntryNormal,
+                prost::Message::encode_to_vec(&forged_put),
+            )],
+        ));
+        messages.push(raft_message(
+            T::MsgPropose,
+            other,
+            me,
+            0,
+            vec![entry(EntryType::EntryConfChangeV2, remove_all.clone())],
+        ));
+        // Local-only kinds, and messages speaking for a node that is not in the cluster.
+        messages.push(raft_message(T::MsgHup, other, me, 0, vec![]));
+        messages.push(raft_message(T::MsgRequestVote, 77, me, 1_000_000, vec![]));
+        messages.push(raft_message(T::MsgHeartbeat, 77, me, 1_000_000, vec![]));
+        messages.push(raft_message(
+            T::MsgAppend,
+            77,
+            me,
+            1_000_000,
+            vec![entry(
+                EntryType::EntryNormal,
+                prost::Message::encode_to_vec(&forged_put),
+            )],
+        ));
+        let _ = range_id;
+    }
+    let batch = |from_node: u64, raw: &[Vec<u8>]| RaftMessageBatch {
+        from_node,
+        from_addr: "127.0.0.1:1".into(),
+        messages: raw
+            .iter()
+            .enumerate()
+            .map(|(i, m)| RaftMessage {
+                range_id: 1 + (i as u64 % 2),
+                message: m.clone(),
+                generation: 1,
+            })
+            .collect(),
+    };
+    // Without an identity, from another cluster, or from a node the cluster does not have,
+    // the stream itself is refused.
+    for identity in [
+        None,
+        Some(("another-cluster", other)),
+        Some((cluster.as_str(), 77)),
+    ] {
+        let r = stream_as(
+            ch.clone(),
+            "/bini.Raft/RaftMessages",
+            vec![batch(other, &messages).encode_to_vec()],
+            identity,
+        )
+        .await;
+        assert_eq!(
+            r.expect_err("refused").code(),
+            tonic::Code::PermissionDenied,
+            "{identity:?}"
+        );
+    }
+    // As a member: the stream is taken, every message is dropped on the store thread; and a
+    // batch speaking for another node than the stream's is dropped whole.
+    let _ = stream_as(
+        ch.clone(),
+        "/bini.Raft/RaftMessages",
+        vec![
+            batch(other, &messages).encode_to_vec(),
+            batch(me, &messages).encode_to_vec(),
+        ],
+        Some((&cluster, other)),
+    )
+    .await;
+    let snap = SnapshotChunk {
+        from_node: 77,
+        range_id: 2,
+        header: raft_message(T::MsgSnapshot, 77, me, 1_000_000, vec![]),
+        ..Default::default()
+    };
+    let r = stream_as(
+        ch.clone(),
+        "/bini.Raft/Snapshot",
+        vec![snap.encode_to_vec()],
+        Some((&cluster, 77)),
+    )
+    .await;
+    assert_eq!(
+        r.expect_err("refused").code(),
+        tonic::Code::PermissionDenied
+    );
+
+    // The client KV API takes no system-key writes or internal commands from a non-node.
+    let internal = [
+        put(b"\x02forged-meta".to_vec(), b"x".to_vec()),
+        put(b"\x03forged-system".to_vec(), b"x".to_vec()),
+        Request {
+            kind: Some(bini_proto::request::Kind::EndTxn(
+                bini_proto::EndTxnRequest {
+                    txn: Some(bini_proto::TxnMeta {
+                        id: vec![7; 16],
+                        anchor: b"forged-anchor".to_vec(),
+                        ..Default::default()
+                    }),
+                    commit: true,
+                    ..Default::default()
+                },
+            )),
+        },
+        Request {
+            kind: Some(bini_proto::request::Kind::PutDescriptor(
+                before[1].descriptor.clone().expect("descriptor"),
+            )),
+        },
+    ];
+    for r in internal {
+        let e = c.batch(0, vec![r]).await.expect_err("reserved for nodes");
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+    }
+    // Range batches and gossip are for nodes only; a member's gossip dated in the future is
+    // ignored rather than allowed to win every later merge.
+    let rb = RangeBatchRequest {
+        range_id: 2,
+        requests: vec![put(b"forged-range-batch".to_vec(), b"x".to_vec())],
+        header: None,
+    };
+    let r = unary_as(
+        ch.clone(),
+        "/bini.Node/RangeBatch",
+        rb.encode_to_vec(),
+        None,
+    )
+    .await;
+    assert_eq!(
+        r.expect_err("refused").code(),
+        tonic::Code::PermissionDenied
+    );
+    let forged_gossip = bini_proto::GossipRequest {
+        nodes: vec![bini_proto::NodeInfo {
+            node_id: other,
+            address: "127.0.0.1:1".into(),
+            updated_at_nanos: u64::MAX / 2,
+            ..Default::default()
+        }],
+        first_range: None,
+    };
+    for identity in [None, Some((cluster.as_str(), 77))] {
+        let r = unary_as(
+            ch.clone(),
+            "/bini.Node/Gossip",
+            forged_gossip.encode_to_vec(),
+            identity,
+        )
+        .await;
+        assert_eq!(
+            r.expect_err("refused").code(),
+            tonic::Code::PermissionDenied
+        );
+    }
+    let _ = unary_as(
+        ch.clone(),
+        "/bini.Node/Gossip",
+        forged_gossip.encode_to_vec(),
+        Some((&cluster, other)),
+    )
+    .await
+    .expect("a member's gossip is taken");
+
+    // Every node still runs its store and serves; the ranges are as they were; no forged
+    // write landed.
+    for i in 0..3 {
+        assert_alive_on(&c, i, "hostile messages").await;
+    }
+    let after = c.wait_replicated(0, 3, Duration::from_secs(30)).await;
+    let replicas = |rs: &[bini_proto::DebugRange]| -> Vec<(u64, Vec<u64>)> {
+        rs.iter()
+            .filter_map(|r| r.descriptor.as_ref())
+            .map(|d| {
+                let mut nodes: Vec<u64> = d.replicas.iter().map(|x| x.node_id).collect();
+                nodes.sort();
+                (d.range_id, nodes)
+            })
+            .collect()
+    };
+    assert_eq!(replicas(&after), replicas(&before), "replicas changed");
+    for key in [
+        &b"forged-proposal"[..],
+        b"\x02forged-meta",
+        b"\x03forged-system",
+        b"forged-range-batch",
+    ] {
+        let r = c.batch(1, vec![get(key.to_vec())]).await.expect("read");
+        assert_eq!(
+            r[0].value,
+            None,
+            "{:?} was written",
+            String::from_utf8_lossy(key)
+        );
+    }
+}
+
+/// Checks that node `i` runs, its store thread runs, and it serves a write and a read.
+async fn assert_alive_on(c: &Cluster, i: usize, round: &str) {
+    assert!(c.is_running(i), "node {i} died after {round}");
+    let status = c
+        .node(i)
+        .await
+        .node_status(bini_proto::NodeStatusRequest {})
+        .await
+        .unwrap_or_else(|e| panic!("node {i} status after {round}: {e}"))
+        .into_inner();
+    assert!(
+        status.store_running,
+        "node {i}'s store stopped after {round}"
+    );
+    let k = format!("alive-{round}-{i}").into_bytes();
+    c.batch(i, vec![put(k.clone(), b"yes".to_vec())])
+        .await
+        .unwrap_or_else(|e| panic!("write through node {i} after {round}: {e}"));
+    let r = c
+        .batch(i, vec![get(k)])
+        .await
+        .unwrap_or_else(|e| panic!("read through node {i} after {round}: {e}"));
+    assert_eq!(r[0].value.as_deref(), Some(&b"yes"[..]));
 }

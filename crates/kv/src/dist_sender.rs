@@ -22,8 +22,8 @@ use bini_proto::{
 };
 use parking_lot::RwLock;
 use prost::Message as _;
-use tonic::transport::Channel;
 
+use crate::peer::{PeerAuth, PeerNodeClient};
 use crate::store::request_key;
 use crate::transport::endpoint;
 use crate::{keys, Error, NodeId, RangeId, Result, Store};
@@ -34,6 +34,8 @@ use crate::{keys, Error, NodeId, RangeId, Result, Store};
 pub struct NodeDirectory {
     nodes: RwLock<HashMap<u64, NodeInfo>>,
     first_range: RwLock<Option<RangeDescriptor>>,
+    /// This node's identity, added to every call it makes to another node.
+    pub auth: PeerAuth,
 }
 
 impl NodeDirectory {
@@ -51,7 +53,7 @@ impl NodeDirectory {
             .filter(|a| !a.is_empty())
     }
 
-    /// Learns a node's address (from a message it sent).
+    /// Learns a node's address (from a message it sent, or as it joins).
     pub fn learn_address(&self, node: NodeId, address: &str) {
         if node.0 == 0 || address.is_empty() {
             return;
@@ -64,6 +66,26 @@ impl NodeDirectory {
         if e.address != address {
             e.address = address.to_string();
         }
+    }
+
+    /// Records that `node` is a node of the cluster, its address not yet known.
+    pub fn note_member(&self, node: NodeId) {
+        if node.0 == 0 {
+            return;
+        }
+        self.nodes
+            .write()
+            .entry(node.0)
+            .or_insert_with(|| NodeInfo {
+                node_id: node.0,
+                ..Default::default()
+            });
+    }
+
+    /// Whether `node` is a node of the cluster (it has a record, or joined through this
+    /// node, or a member told of it).
+    pub fn is_member(&self, node: NodeId) -> bool {
+        node.0 != 0 && self.nodes.read().contains_key(&node.0)
     }
 
     /// Merges node records, keeping the most recently updated of each.
@@ -168,7 +190,7 @@ pub struct DistSender {
     local: RwLock<Option<Store>>,
     directory: Arc<NodeDirectory>,
     cache: RangeCache,
-    clients: RwLock<HashMap<String, NodeClient<Channel>>>,
+    clients: RwLock<HashMap<String, PeerNodeClient>>,
 }
 
 impl DistSender {
@@ -197,13 +219,14 @@ impl DistSender {
         &self.directory
     }
 
-    /// A client for the node at `addr`, sharing one connection per address.
-    pub fn node_client(&self, addr: &str) -> Option<NodeClient<Channel>> {
+    /// A client for the node at `addr`, sharing one connection per address; its requests
+    /// carry this node's identity.
+    pub fn node_client(&self, addr: &str) -> Option<PeerNodeClient> {
         if let Some(c) = self.clients.read().get(addr) {
             return Some(c.clone());
         }
         let ch = endpoint(addr)?.connect_lazy();
-        let c = NodeClient::new(ch)
+        let c = NodeClient::with_interceptor(ch, self.directory.auth.clone())
             .max_decoding_message_size(256 << 20)
             .max_encoding_message_size(256 << 20);
         self.clients.write().insert(addr.to_string(), c.clone());

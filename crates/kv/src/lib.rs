@@ -38,6 +38,7 @@ mod dist_sender;
 mod error;
 pub mod keys;
 mod overlay;
+pub mod peer;
 mod raft_log;
 mod replica;
 #[cfg(test)]

@@ -548,40 +548,20 @@ impl Replica {
                     Err(e) => Err(Error::Decode(e.to_string())),
                 },
                 EntryType::EntryConfChangeV2 | EntryType::EntryConfChange => {
-                    let cc = if entry.get_entry_type() == EntryType::EntryConfChangeV2 {
-                        ConfChangeV2::parse_from_bytes(&entry.data)
-                            .map_err(|e| Error::Decode(e.to_string()))?
-                    } else {
-                        // Never proposed by bini, but part of the Raft log format.
-                        let v1 = raft::eraftpb::ConfChange::parse_from_bytes(&entry.data)
-                            .map_err(|e| Error::Decode(e.to_string()))?;
-                        let mut single = raft::eraftpb::ConfChangeSingle::default();
-                        single.set_change_type(v1.get_change_type());
-                        single.node_id = v1.node_id;
-                        let mut v2 = ConfChangeV2::default();
-                        v2.mut_changes().push(single);
-                        v2
-                    };
-                    let cs = self.raw.apply_conf_change(&cc)?;
-                    if entry.context.len() > 8 {
-                        let desc = RangeDescriptor::decode(&entry.context[8..])?;
-                        self.desc = desc;
-                        effects.push(Effect::DescriptorChanged);
+                    // A change that cannot apply (it would leave no voter, or does not decode)
+                    // fails the same way on every replica: it is answered with its error and
+                    // the configuration stays as it was. It never stops the store.
+                    match self.apply_conf_change_entry(&entry, effects) {
+                        Ok(cs) => {
+                            conf_changed = Some(cs);
+                            Ok(Vec::new())
+                        }
+                        Err(e) => {
+                            tracing::warn!(range_id = self.range_id.0, index = entry.index,
+                                error = %e, "configuration change not applied");
+                            Err(e)
+                        }
                     }
-                    let member = cs
-                        .voters
-                        .iter()
-                        .chain(&cs.learners)
-                        .chain(&cs.voters_outgoing)
-                        .chain(&cs.learners_next)
-                        .any(|&n| n == self.node_id.0);
-                    if !member {
-                        effects.push(Effect::Removed);
-                    }
-                    tracing::info!(range_id = self.range_id.0, voters = ?cs.voters, learners = ?cs.learners,
-                        outgoing = ?cs.voters_outgoing, "applied configuration change");
-                    conf_changed = Some(cs);
-                    Ok(Vec::new())
                 }
             };
             self.applied_index = entry.index;
@@ -616,6 +596,50 @@ impl Replica {
             .mut_store()
             .set_applied(index, term, conf_changed, &desc);
         Ok(())
+    }
+
+    /// Applies a committed configuration change and the descriptor it carries.
+    fn apply_conf_change_entry(
+        &mut self,
+        entry: &Entry,
+        effects: &mut Vec<Effect>,
+    ) -> Result<ConfState> {
+        let cc = if entry.get_entry_type() == EntryType::EntryConfChangeV2 {
+            ConfChangeV2::parse_from_bytes(&entry.data).map_err(|e| Error::Decode(e.to_string()))?
+        } else {
+            // Never proposed by bini, but part of the Raft log format.
+            let v1 = raft::eraftpb::ConfChange::parse_from_bytes(&entry.data)
+                .map_err(|e| Error::Decode(e.to_string()))?;
+            let mut single = raft::eraftpb::ConfChangeSingle::default();
+            single.set_change_type(v1.get_change_type());
+            single.node_id = v1.node_id;
+            let mut v2 = ConfChangeV2::default();
+            v2.mut_changes().push(single);
+            v2
+        };
+        // The descriptor is decoded before the change applies, so neither half applies alone.
+        let desc = match entry.context.get(8..) {
+            Some(bytes) if !bytes.is_empty() => Some(RangeDescriptor::decode(bytes)?),
+            _ => None,
+        };
+        let cs = self.raw.apply_conf_change(&cc)?;
+        if let Some(desc) = desc {
+            self.desc = desc;
+            effects.push(Effect::DescriptorChanged);
+        }
+        let member = cs
+            .voters
+            .iter()
+            .chain(&cs.learners)
+            .chain(&cs.voters_outgoing)
+            .chain(&cs.learners_next)
+            .any(|&n| n == self.node_id.0);
+        if !member {
+            effects.push(Effect::Removed);
+        }
+        tracing::info!(range_id = self.range_id.0, voters = ?cs.voters, learners = ?cs.learners,
+            outgoing = ?cs.voters_outgoing, "applied configuration change");
+        Ok(cs)
     }
 
     fn apply_command(

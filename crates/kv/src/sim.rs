@@ -190,7 +190,7 @@ impl Sim {
                     continue;
                 }
                 if let Some(node) = self.nodes.get(&to) {
-                    node.store.deliver(m);
+                    node.store.deliver(NodeId(from), m);
                 }
             }
             if idle {
@@ -396,11 +396,14 @@ impl goldenscript::Runner for SimRunner {
                 m.term = term;
                 m.commit = commit;
                 let message = m.write_to_bytes()?;
-                self.sim.node(to)?.store.deliver(RaftMessage {
-                    range_id: r,
-                    message,
-                    generation: 1,
-                });
+                self.sim.node(to)?.store.deliver(
+                    NodeId(from),
+                    RaftMessage {
+                        range_id: r,
+                        message,
+                        generation: 1,
+                    },
+                );
                 self.sim.stabilize()?;
             }
             "status" => {

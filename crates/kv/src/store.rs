@@ -46,7 +46,8 @@ pub(crate) type InspectFn = Box<dyn FnOnce(Option<&Replica>) + Send>;
 
 /// Messages to the store thread.
 pub(crate) enum StoreMsg {
-    Raft(RaftMessage),
+    /// A Raft message from a peer, with the node the transport says sent it.
+    Raft(NodeId, RaftMessage),
     Propose {
         range_id: RangeId,
         cmd: Box<RaftCommand>,
@@ -290,6 +291,16 @@ impl Store {
         self.stop();
     }
 
+    /// Whether the store thread is running (it stops only when told to, or when the engine
+    /// fails).
+    pub fn is_running(&self) -> bool {
+        self.inner
+            .thread
+            .lock()
+            .as_ref()
+            .is_some_and(|h| !h.is_finished())
+    }
+
     /// Stops the store thread and waits for it.
     pub fn stop(&self) {
         let _ = self.inner.tx.send(StoreMsg::Stop);
@@ -298,14 +309,14 @@ impl Store {
         }
     }
 
-    /// Hands a received Raft message to the store thread. When the inbox is full (the store
+    /// Hands a Raft message received from node `from` to the store thread. When the inbox is full (the store
     /// thread is behind) the message is dropped: Raft resends what matters, and a peer cannot
     /// make the node queue without bound.
-    pub fn deliver(&self, msg: RaftMessage) {
+    pub fn deliver(&self, from: NodeId, msg: RaftMessage) {
         let len = msg.message.len();
         let queued = self.inner.inbox_bytes.fetch_add(len, Ordering::Relaxed);
-        let sent =
-            queued + len <= INBOX_BYTES && self.inner.tx.try_send(StoreMsg::Raft(msg)).is_ok();
+        let sent = queued + len <= INBOX_BYTES
+            && self.inner.tx.try_send(StoreMsg::Raft(from, msg)).is_ok();
         if !sent {
             self.inner.inbox_bytes.fetch_sub(len, Ordering::Relaxed);
             self.inner

@@ -113,7 +113,7 @@ async fn run_peer_stream(
             continue;
         };
         let channel: Channel = ep.connect_lazy();
-        let mut client = RaftClient::new(channel)
+        let mut client = RaftClient::with_interceptor(channel, directory.auth.clone())
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20);
         let (stream_tx, stream_rx) = mpsc::channel::<RaftMessageBatch>(QUEUE_BATCHES);
@@ -169,6 +169,7 @@ impl Transport for GrpcTransport {
         done: SnapshotCallback,
     ) {
         let addr = self.directory.address(to);
+        let auth = self.directory.auth.clone();
         let (from_node, from_addr) = (self.local.0, self.local_addr.clone());
         self.runtime.spawn(async move {
             let Some(ep) = addr.and_then(|a| endpoint(&a)) else {
@@ -196,7 +197,7 @@ impl Transport for GrpcTransport {
             }
             let ok = match ep.connect().await {
                 Ok(ch) => {
-                    let mut client = RaftClient::new(ch)
+                    let mut client = RaftClient::with_interceptor(ch, auth)
                         .max_decoding_message_size(64 << 20)
                         .max_encoding_message_size(64 << 20);
                     match client.snapshot(tokio_stream::iter(chunks)).await {

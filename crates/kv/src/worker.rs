@@ -38,6 +38,10 @@ pub(crate) struct Worker {
 /// Messages handled per round before the Ready pass, so a flood cannot starve persistence.
 const MAX_MESSAGES_PER_ROUND: usize = 4096;
 
+/// How many generations ahead of this replica's descriptor a sender not in it may claim to
+/// be (a replica lagging behind more changes than this catches up by snapshot).
+const MAX_GENERATION_LEAD: u64 = 64;
+
 /// A Raft round (persist and apply) slower than this is logged.
 const SLOW_ROUND: Duration = Duration::from_millis(200);
 
@@ -159,11 +163,11 @@ impl Worker {
 
     fn handle(&mut self, msg: StoreMsg) {
         match msg {
-            StoreMsg::Raft(m) => {
+            StoreMsg::Raft(from, m) => {
                 self.inner
                     .inbox_bytes
                     .fetch_sub(m.message.len(), Ordering::Relaxed);
-                self.on_raft_message(m)
+                self.on_raft_message(from, m)
             }
             StoreMsg::Propose {
                 range_id,
@@ -266,13 +270,15 @@ impl Worker {
         }
     }
 
-    fn on_raft_message(&mut self, m: RaftMessage) {
+    fn on_raft_message(&mut self, from: NodeId, m: RaftMessage) {
         let range_id = RangeId(m.range_id);
         let Ok(msg) = raft::eraftpb::Message::parse_from_bytes(&m.message) else {
             tracing::debug!(range_id = m.range_id, "undecodable raft message dropped");
             return;
         };
-        if msg.to != self.inner.node_id.0 {
+        if let Err(why) = self.admissible(from, range_id, m.generation, &msg) {
+            tracing::debug!(range_id = m.range_id, from = from.0, kind = ?msg.get_msg_type(),
+                why, "raft message dropped");
             return;
         }
         let t = msg.get_msg_type();
@@ -323,6 +329,76 @@ impl Worker {
                 tracing::debug!(range_id = range_id.0, error = %e, "step failed");
             }
         }
+    }
+
+    /// Whether a message from node `from` may reach raft-rs: only what a real peer could send.
+    ///
+    /// - It is from the node the transport named, to this node.
+    /// - It is of a kind replicas send each other: proposals and local-only kinds are never
+    ///   taken from the network (raft-rs aborts on some, and a proposal would put a command
+    ///   in the log no leaseholder evaluated).
+    /// - Its sender is a replica of the range as this replica knows it; or the sender knows a
+    ///   newer descriptor of the range (this replica lags, and the sender was added since),
+    ///   within a few generations; or this node has no data of the range yet and the message
+    ///   is one a leader sends to fill it.
+    /// - An append does not contradict the committed log (raft-rs aborts on that too).
+    fn admissible(
+        &self,
+        from: NodeId,
+        range_id: RangeId,
+        generation: u64,
+        msg: &raft::eraftpb::Message,
+    ) -> std::result::Result<(), &'static str> {
+        use MessageType as T;
+        if msg.from != from.0 || msg.from == 0 {
+            return Err("the message speaks for another node");
+        }
+        if msg.to != self.inner.node_id.0 {
+            return Err("the message is for another node");
+        }
+        let t = msg.get_msg_type();
+        let peer_kind = matches!(
+            t,
+            T::MsgAppend
+                | T::MsgAppendResponse
+                | T::MsgRequestVote
+                | T::MsgRequestVoteResponse
+                | T::MsgRequestPreVote
+                | T::MsgRequestPreVoteResponse
+                | T::MsgSnapshot
+                | T::MsgHeartbeat
+                | T::MsgHeartbeatResponse
+                | T::MsgTimeoutNow
+        );
+        if !peer_kind {
+            return Err("replicas do not send this kind of message");
+        }
+        let Some(r) = self.replicas.get(&range_id).filter(|r| r.initialized) else {
+            // No data here yet: only a leader filling this replica may talk to it.
+            return match t {
+                T::MsgAppend | T::MsgHeartbeat | T::MsgSnapshot => Ok(()),
+                _ => Err("this node holds no data of the range"),
+            };
+        };
+        let replica = r.desc.replicas.iter().any(|x| x.node_id == from.0);
+        let newer =
+            generation > r.desc.generation && generation <= r.desc.generation + MAX_GENERATION_LEAD;
+        if !replica && !newer {
+            return Err("the sender is not a replica of the range");
+        }
+        if t == T::MsgAppend {
+            let log = &r.raw.raft.raft_log;
+            let committed = log.committed;
+            for e in msg.get_entries() {
+                if e.index > committed {
+                    break;
+                }
+                if log.term(e.index).is_ok_and(|term| term != e.term) {
+                    return Err("the append contradicts committed entries");
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A replica removed at a newer generation is not recreated by stale traffic.

@@ -214,7 +214,7 @@ async fn gossip_loop(state: Arc<NodeState>) {
             first_range: state.directory.first_range(),
         };
         let call = async {
-            let mut client = NodeClient::connect(format!("http://{peer}")).await.ok()?;
+            let mut client = state.sender.node_client(&peer)?;
             client.gossip(req).await.ok()
         };
         if let Ok(Some(resp)) = tokio::time::timeout(Duration::from_secs(2), call).await {

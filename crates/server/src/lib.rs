@@ -128,6 +128,8 @@ pub(crate) struct NodeState {
     pub runtime: tokio::runtime::Handle,
     /// Background tasks, aborted when the node stops.
     pub tasks: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// When the node id counter was last read to recognise a new node (`services.rs`).
+    pub node_ids_checked: parking_lot::Mutex<Option<std::time::Instant>>,
 }
 
 pub(crate) fn now_nanos() -> u64 {
@@ -174,6 +176,7 @@ impl NodeState {
             None => grpc,
         };
         self.directory.learn_address(node_id, &self.advertise);
+        self.directory.auth.set(&cluster_id, node_id);
         let store = Store::start(
             node_id,
             self.engine.clone(),
@@ -181,6 +184,13 @@ impl NodeState {
             self.clock.clone(),
             transport,
         )?;
+        // The replicas of the ranges this node holds are nodes of the cluster: after a restart
+        // of every node, their Raft traffic must be accepted before any record can be read.
+        for (desc, _, _) in store.replicas() {
+            for r in &desc.replicas {
+                self.directory.note_member(NodeId(r.node_id));
+            }
+        }
         let _ = self.cluster_id.set(cluster_id);
         if self.store.set(store.clone()).is_err() {
             store.stop();
@@ -276,6 +286,7 @@ impl Node {
             sql_ready: watch::channel(false).0,
             runtime: tokio::runtime::Handle::current(),
             tasks: parking_lot::Mutex::new(Vec::new()),
+            node_ids_checked: parking_lot::Mutex::new(None),
         });
         let http_addr = http.as_ref().map(|(_, a)| *a);
         if let Some((l, _)) = http {

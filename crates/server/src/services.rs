@@ -2,6 +2,11 @@
 //!
 //! Every handler validates what it receives and answers bad input with a gRPC error status;
 //! nothing a peer or client sends can panic the node.
+//!
+//! Calls only nodes make — Raft traffic and snapshots, range batches, gossip, deadlock probes
+//! — and KV batches that touch system keys or send internal commands are served only to a
+//! caller naming this cluster and one of its nodes ([`Services::peer`], see `bini_kv::peer`).
+//! Raft messages are checked once more on the store thread against the range's descriptor.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -151,6 +156,66 @@ pub(crate) fn status(e: bini_kv::Error) -> Status {
 }
 
 impl Services {
+    /// The node a peer-only call comes from: it must name this cluster and a node of it.
+    async fn peer(&self, meta: &tonic::metadata::MetadataMap) -> Result<NodeId, Status> {
+        let Some(ours) = self.state.cluster_id.get() else {
+            return Err(Status::unavailable(
+                "this node has not joined a cluster yet",
+            ));
+        };
+        let Some((cluster, node)) = bini_kv::peer::claimed_peer(meta) else {
+            return Err(Status::permission_denied(
+                "only the cluster's nodes may make this call",
+            ));
+        };
+        if &cluster != ours {
+            return Err(Status::permission_denied(format!(
+                "the caller is a node of another cluster ({cluster})"
+            )));
+        }
+        if !self.state.directory.is_member(node) && !self.allocated(node).await {
+            return Err(Status::permission_denied(format!(
+                "node {node} is not a member of this cluster"
+            )));
+        }
+        Ok(node)
+    }
+
+    /// Whether the cluster has given out node id `node` (a node that joined moments ago, not
+    /// yet known here by its record or gossip). Reads the node id counter at most once a
+    /// second.
+    async fn allocated(&self, node: NodeId) -> bool {
+        let stale = self
+            .state
+            .node_ids_checked
+            .lock()
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(1));
+        if !stale {
+            return false;
+        }
+        *self.state.node_ids_checked.lock() = Some(std::time::Instant::now());
+        let get = bini_proto::Request {
+            kind: Some(bini_proto::request::Kind::Get(bini_proto::GetRequest {
+                key: bini_kv::keys::NODE_ID_COUNTER.to_vec(),
+            })),
+        };
+        let Ok(Ok(resp)) =
+            tokio::time::timeout(Duration::from_secs(2), self.state.sender.send(vec![get])).await
+        else {
+            return false;
+        };
+        let counter = resp
+            .first()
+            .and_then(|r| r.value.as_deref())
+            .and_then(|v| <[u8; 8]>::try_from(v).ok())
+            .map_or(0, i64::from_be_bytes);
+        let known = counter > 0 && node.0 <= counter as u64;
+        if known {
+            self.state.directory.note_member(node);
+        }
+        known
+    }
+
     fn store(&self) -> Result<Store, Status> {
         self.state
             .store
@@ -166,6 +231,7 @@ impl RaftService for Services {
         &self,
         request: Request<Streaming<RaftMessageBatch>>,
     ) -> Result<Response<Empty>, Status> {
+        let from = self.peer(request.metadata()).await?;
         let mut stream = request.into_inner();
         let mut shutdown = self.state.shutdown.clone();
         loop {
@@ -180,7 +246,11 @@ impl RaftService for Services {
             let Some(store) = self.state.store.get() else {
                 continue;
             };
-            let from = NodeId(batch.from_node);
+            if batch.from_node != from.0 {
+                // A batch speaking for another node than the stream's.
+                tracing::debug!(stream = %from, claims = batch.from_node, "raft batch dropped");
+                continue;
+            }
             if let Some(f) = &self.state.config.raft_filter {
                 if !f.allow(from, store.node_id()) {
                     continue;
@@ -193,7 +263,7 @@ impl RaftService for Services {
                 continue;
             }
             for m in batch.messages {
-                store.deliver(m);
+                store.deliver(from, m);
             }
         }
         Ok(Response::new(Empty {}))
@@ -204,11 +274,17 @@ impl RaftService for Services {
         request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<SnapshotResponse>, Status> {
         let store = self.store()?;
+        let from = self.peer(request.metadata()).await?;
         let mut stream = request.into_inner();
         let Some(first) = stream.next().await else {
             return Err(Status::invalid_argument("empty snapshot stream"));
         };
         let first = first?;
+        if first.from_node != from.0 {
+            return Err(Status::permission_denied(
+                "a snapshot speaking for another node",
+            ));
+        }
         let mut data = first.data;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk?;
@@ -233,14 +309,15 @@ impl RaftService for Services {
         let bytes = msg
             .write_to_bytes()
             .map_err(|e| Status::internal(e.to_string()))?;
-        self.state
-            .directory
-            .learn_address(NodeId(first.from_node), &first.from_addr);
-        store.deliver(bini_proto::RaftMessage {
-            range_id: first.range_id,
-            message: bytes,
-            generation: first.generation,
-        });
+        self.state.directory.learn_address(from, &first.from_addr);
+        store.deliver(
+            from,
+            bini_proto::RaftMessage {
+                range_id: first.range_id,
+                message: bytes,
+                generation: first.generation,
+            },
+        );
         Ok(Response::new(SnapshotResponse {
             accepted: true,
             message: String::new(),
@@ -338,10 +415,20 @@ impl NodeService for Services {
         &self,
         request: Request<GossipRequest>,
     ) -> Result<Response<GossipResponse>, Status> {
+        self.peer(request.metadata()).await?;
         let req = request.into_inner();
-        self.state.directory.merge(req.nodes);
+        // Records dated beyond the clock's offset allowance would win every later merge.
+        let latest = self.state.clock.physical_now()
+            + self.state.config.store.max_clock_offset.as_nanos() as u64;
+        self.state.directory.merge(
+            req.nodes
+                .into_iter()
+                .filter(|n| n.updated_at_nanos <= latest),
+        );
         if let Some(d) = req.first_range {
-            self.state.directory.set_first_range(d);
+            if d.range_id == bini_kv::FIRST_RANGE_ID.0 {
+                self.state.directory.set_first_range(d);
+            }
         }
         Ok(Response::new(GossipResponse {
             nodes: self.state.directory.nodes(),
@@ -354,6 +441,7 @@ impl NodeService for Services {
         &self,
         request: Request<RangeBatchRequest>,
     ) -> Result<Response<RangeBatchResponse>, Status> {
+        self.peer(request.metadata()).await?;
         let req = request.into_inner();
         let store = match self.store() {
             Ok(s) => s,
@@ -427,6 +515,11 @@ impl NodeService for Services {
             return Err(Status::invalid_argument(
                 "a node cannot be both added and removed",
             ));
+        }
+        if let Some(n) = add.iter().find(|n| !self.state.directory.is_member(**n)) {
+            return Err(Status::invalid_argument(format!(
+                "node {n} is not a member of this cluster"
+            )));
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
@@ -513,6 +606,7 @@ impl NodeService for Services {
                 .status()
                 .proposals_applied
                 .load(std::sync::atomic::Ordering::Relaxed),
+            store_running: store.is_running(),
         }))
     }
 
@@ -520,6 +614,7 @@ impl NodeService for Services {
         &self,
         request: Request<TxnWaitsRequest>,
     ) -> Result<Response<TxnWaitsResponse>, Status> {
+        self.peer(request.metadata()).await?;
         let req = request.into_inner();
         Ok(Response::new(TxnWaitsResponse {
             waiting_for: self.state.db.waiting_for(&req.txn_id),
@@ -543,6 +638,11 @@ impl KvService for Services {
         request: Request<BatchRequest>,
     ) -> Result<Response<BatchResponse>, Status> {
         self.store()?;
+        if let Some(why) = reserved(&request.get_ref().requests) {
+            self.peer(request.metadata())
+                .await
+                .map_err(|e| Status::permission_denied(format!("{why}: {}", e.message())))?;
+        }
         let req = request.into_inner();
         let responses = self
             .state
@@ -555,6 +655,28 @@ impl KvService for Services {
             })?;
         Ok(Response::new(BatchResponse { responses }))
     }
+}
+
+/// Why a client batch needs a node of the cluster behind it, if it does: it writes a system
+/// key (meta, node records, the catalog's own keys below the user span are written by the
+/// SQL layer through its own node) or sends a command only the transaction layer sends.
+fn reserved(requests: &[bini_proto::Request]) -> Option<&'static str> {
+    use bini_proto::request::Kind;
+    for r in requests {
+        match &r.kind {
+            Some(Kind::Get(_)) | Some(Kind::Scan(_)) | None => {}
+            Some(Kind::Put(bini_proto::PutRequest { key, .. }))
+            | Some(Kind::Delete(bini_proto::DeleteRequest { key }))
+            | Some(Kind::Cput(bini_proto::ConditionalPutRequest { key, .. }))
+            | Some(Kind::Increment(bini_proto::IncrementRequest { key, .. })) => {
+                if key.as_slice() < bini_kv::keys::USER_START {
+                    return Some("writes to system keys are reserved for the cluster's nodes");
+                }
+            }
+            Some(_) => return Some("internal commands are reserved for the cluster's nodes"),
+        }
+    }
+    None
 }
 
 fn store_first_range(state: &NodeState) -> Option<bini_proto::RangeDescriptor> {
