@@ -13,6 +13,9 @@ ls /usr/lib/postgresql/*/bin/pgbench >/dev/null 2>&1 || need+=(postgresql)
 command -v java >/dev/null || need+=(default-jre-headless)
 [ -f /usr/share/java/postgresql.jar ] || need+=(libpostgresql-jdbc-java)
 command -v python3 >/dev/null || need+=(python3 python3-pip)
+# The durability test's power-cut file system (tests/support/cutfs.py) runs on FUSE.
+command -v fusermount3 >/dev/null || command -v fusermount >/dev/null || need+=(fuse3)
+ls /usr/lib/*/libfuse.so.2* >/dev/null 2>&1 || need+=(libfuse2)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}" >&2
   SUDO=""
@@ -20,8 +23,9 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-if ! python3 -c 'import psycopg, asyncpg' 2>/dev/null; then
-  echo "installing: psycopg, asyncpg (pip)" >&2
-  python3 -m pip install -q --disable-pip-version-check 'psycopg[binary]==3.3.9' 'asyncpg==0.32.0' \
-    || python3 -m pip install -q --break-system-packages 'psycopg[binary]==3.3.9' 'asyncpg==0.32.0'
+if ! python3 -c 'import psycopg, asyncpg, fuse' 2>/dev/null; then
+  echo "installing: psycopg, asyncpg, fusepy (pip)" >&2
+  pkgs=('psycopg[binary]==3.3.9' 'asyncpg==0.32.0' 'fusepy==3.0.1')
+  python3 -m pip install -q --disable-pip-version-check "${pkgs[@]}" \
+    || python3 -m pip install -q --break-system-packages "${pkgs[@]}"
 fi

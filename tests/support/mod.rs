@@ -73,6 +73,12 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `n` nodes that join each other and initialises the cluster through the first.
     pub async fn start(n: usize, env: &[(&str, &str)]) -> Cluster {
+        Self::start_on(n, env, None).await
+    }
+
+    /// [`start`](Self::start), with each node's store in the given directory (else in the
+    /// cluster's temporary directory).
+    pub async fn start_on(n: usize, env: &[(&str, &str)], stores: Option<Vec<PathBuf>>) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut c = Cluster {
             nodes: Vec::new(),
@@ -86,7 +92,10 @@ impl Cluster {
             .map(|_| format!("127.0.0.1:{}", free_port()))
             .collect();
         for (i, addr) in addrs.iter().enumerate() {
-            let store = c.dir.path().join(format!("node{i}"));
+            let store = match &stores {
+                Some(s) => s[i].clone(),
+                None => c.dir.path().join(format!("node{i}")),
+            };
             let log = c.dir.path().join(format!("node{i}.log"));
             c.nodes.push(NodeProc {
                 addr: addr.clone(),

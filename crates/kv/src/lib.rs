@@ -37,6 +37,7 @@ mod conf_change;
 mod dist_sender;
 mod error;
 pub mod keys;
+mod lease_read;
 mod overlay;
 pub mod peer;
 mod raft_log;
@@ -46,6 +47,7 @@ mod sim;
 mod snapshot;
 mod store;
 mod transport;
+mod txn_record;
 mod worker;
 
 use std::fmt;

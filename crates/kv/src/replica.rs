@@ -31,12 +31,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bini_mvcc::{
-    mvcc_gc_key, mvcc_get_with, mvcc_resolve, mvcc_resolve_span, mvcc_write, read_record, txn_ts,
+    mvcc_gc_key, mvcc_get_with, mvcc_resolve, mvcc_resolve_span, mvcc_write, read_record,
     write_record, ReadOptions, Timestamp,
 };
 use bini_proto::{
-    request, AppliedState, BatchHeader, KeySpan, PushKind, RaftCommand, RangeDescriptor,
-    ReplicaKind, Request, Response, TxnMeta, TxnRecord, TxnStatus,
+    request, AppliedState, BatchHeader, RaftCommand, RangeDescriptor, ReplicaKind, Request,
+    Response, TxnRecord, TxnStatus,
 };
 use bini_storage::Reader;
 use bini_storage::{Cf, Engine, WriteBatch};
@@ -48,6 +48,7 @@ use raft::{RawNode, StateRole};
 
 use crate::overlay::{Overlay, Pending as PendingWrites};
 use crate::raft_log::RaftLog;
+use crate::txn_record::push_txn;
 use crate::{keys, Error, NodeId, RangeId, Result, StoreConfig};
 
 /// Where a proposer waits for its result.
@@ -159,7 +160,7 @@ pub(crate) struct ApplyContext<'a> {
 
 /// The writes of one request, kept apart until the request succeeds.
 #[derive(Default)]
-struct Ops(Vec<(Vec<u8>, Option<Vec<u8>>)>);
+pub(crate) struct Ops(Vec<(Vec<u8>, Option<Vec<u8>>)>);
 
 impl bini_mvcc::Writer for Ops {
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
@@ -687,7 +688,7 @@ impl Replica {
         Ok(out)
     }
 
-    fn check_key(&self, key: &[u8]) -> Result<()> {
+    pub(crate) fn check_key(&self, key: &[u8]) -> Result<()> {
         if key >= self.desc.start_key.as_slice() && key < self.desc.end_key.as_slice() {
             Ok(())
         } else {
@@ -872,80 +873,6 @@ impl Replica {
         Ok(resp)
     }
 
-    /// Commits or aborts a transaction: finalizes its record (a one-phase commit has none) and
-    /// resolves the listed intent keys that live in this range. Intent spans, and keys in other
-    /// ranges, stay in the record for the coordinator (or whoever finds them) to resolve.
-    #[allow(clippy::too_many_arguments)]
-    fn end_txn(
-        &self,
-        reader: &dyn Reader,
-        ops: &mut Ops,
-        meta: TxnMeta,
-        commit: bool,
-        (intents, intent_spans): (Vec<Vec<u8>>, Vec<KeySpan>),
-        now: Timestamp,
-        header: &BatchHeader,
-    ) -> Result<TxnRecord> {
-        let status = if commit {
-            TxnStatus::Committed
-        } else {
-            TxnStatus::Aborted
-        };
-        if header.one_phase {
-            return Ok(TxnRecord {
-                meta: Some(meta),
-                status: status as i32,
-                ..Default::default()
-            });
-        }
-        self.check_key(&meta.anchor)?;
-        let existing = read_record(reader, &meta.anchor, &meta.id)?;
-        if let Some(r) = &existing {
-            if r.status == TxnStatus::Committed as i32 {
-                if commit {
-                    return Ok(r.clone());
-                }
-                return Err(Error::InvalidRequest(
-                    "transaction already committed".into(),
-                ));
-            }
-            if r.status == TxnStatus::Aborted as i32 {
-                if commit {
-                    return Err(Error::TxnAborted(
-                        "aborted by a conflicting transaction".into(),
-                    ));
-                }
-                return Ok(r.clone());
-            }
-            let pushed = r.meta.as_ref().map(txn_ts).unwrap_or_default();
-            if commit && pushed > txn_ts(&meta) {
-                return Err(Error::TxnPushed { ts: pushed });
-            }
-        }
-        let commit_ts = txn_ts(&meta);
-        let mut remote = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for key in intents {
-            if !seen.insert(key.clone()) {
-                continue;
-            }
-            if self.check_key(&key).is_ok() {
-                mvcc_resolve(reader, ops, &key, &meta.id, status, commit_ts)?;
-            } else {
-                remote.push(key);
-            }
-        }
-        let record = TxnRecord {
-            meta: Some(meta),
-            status: status as i32,
-            heartbeat: Some(now.into()),
-            intents: remote,
-            intent_spans,
-        };
-        write_record(ops, &record);
-        Ok(record)
-    }
-
     fn apply_split(
         &mut self,
         split: bini_proto::SplitTrigger,
@@ -1004,45 +931,4 @@ impl Replica {
             .leader_since
             .filter(|_| self.leader_term == self.raw.raft.term);
     }
-}
-
-/// Evaluates a push of `pushee` at time `now`: returns the record afterwards and whether the
-/// pusher got what it asked for (the pushee finalized, aborted, or moved above `push_to`).
-fn push_txn(
-    reader: &dyn Reader,
-    ops: &mut Ops,
-    pushee: TxnMeta,
-    push_to: Timestamp,
-    kind: PushKind,
-    force: bool,
-    now: Timestamp,
-) -> Result<(TxnRecord, bool)> {
-    let existing = read_record(reader, &pushee.anchor, &pushee.id)?;
-    let mut record = match existing {
-        Some(r) if r.status != TxnStatus::Pending as i32 => return Ok((r, true)),
-        Some(r) => r,
-        // Not written yet (or its writer died before writing it): alive since its start.
-        None => TxnRecord {
-            heartbeat: pushee.start_ts,
-            meta: Some(pushee),
-            status: TxnStatus::Pending as i32,
-            ..Default::default()
-        },
-    };
-    let heartbeat = record.heartbeat.map(Timestamp::from).unwrap_or_default();
-    let expired = heartbeat.add_duration(TXN_EXPIRY) < now;
-    if expired || force {
-        record.status = TxnStatus::Aborted as i32;
-        write_record(ops, &record);
-        return Ok((record, true));
-    }
-    if kind == PushKind::PushTimestamp {
-        let meta = record.meta.get_or_insert_with(TxnMeta::default);
-        if txn_ts(meta) <= push_to {
-            meta.write_ts = Some(push_to.next().into());
-            write_record(ops, &record);
-        }
-        return Ok((record, true));
-    }
-    Ok((record, false))
 }

@@ -87,7 +87,7 @@ pub fn encode_rows(
                         &opts,
                     )?,
                     other => encoder.encode_field_with_type_and_format(
-                        &binary(other, &ty),
+                        &binary(other, &ty).map_err(|e| crate::user_error(&e))?,
                         &Type::BYTEA,
                         FieldFormat::Binary,
                         &opts,
@@ -106,14 +106,22 @@ fn pg_epoch() -> NaiveDate {
 
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
-/// The binary send form of a datum as a column of type `ty` (`None` for NULL).
-fn binary(d: &Datum, ty: &SqlType) -> Option<Vec<u8>> {
-    Some(match d {
-        Datum::Null => return None,
+/// The binary send form of a datum as a column of type `ty` (`None` for NULL). A value the
+/// column's width cannot hold is an error (22003), never sent wrapped.
+fn binary(d: &Datum, ty: &SqlType) -> Result<Option<Vec<u8>>, Error> {
+    let range = |what: &str| Error::NumericOutOfRange(format!("{what} out of range"));
+    Ok(Some(match d {
+        Datum::Null => return Ok(None),
         Datum::Bool(b) => vec![*b as u8],
         Datum::Int(i) => match ty {
-            SqlType::Int2 => (*i as i16).to_be_bytes().to_vec(),
-            SqlType::Int4 => (*i as i32).to_be_bytes().to_vec(),
+            SqlType::Int2 => i16::try_from(*i)
+                .map_err(|_| range("smallint"))?
+                .to_be_bytes()
+                .to_vec(),
+            SqlType::Int4 => i32::try_from(*i)
+                .map_err(|_| range("integer"))?
+                .to_be_bytes()
+                .to_vec(),
             _ => i.to_be_bytes().to_vec(),
         },
         Datum::Float(f) => match ty {
@@ -144,7 +152,7 @@ fn binary(d: &Datum, ty: &SqlType) -> Option<Vec<u8>> {
             v.extend_from_slice(j.to_string().as_bytes());
             v
         }
-    })
+    }))
 }
 
 fn bad(ty: &Type) -> Error {
@@ -202,8 +210,10 @@ pub fn decode_param(raw: &[u8], ty: &Type, binary: bool) -> Result<Datum, Error>
         }
         Some(t @ (SqlType::Timestamp | SqlType::TimestampTz)) => {
             let us = i64::from_be_bytes(fixed(8)?.try_into().map_err(|_| bad(ty))?);
-            let dt =
-                DateTime::from_timestamp_micros(us + PG_EPOCH_MICROS).ok_or_else(|| bad(ty))?;
+            let dt = us
+                .checked_add(PG_EPOCH_MICROS)
+                .and_then(DateTime::from_timestamp_micros)
+                .ok_or_else(|| bad(ty))?;
             if t == SqlType::Timestamp {
                 Datum::Timestamp(dt.naive_utc())
             } else {

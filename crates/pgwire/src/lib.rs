@@ -68,6 +68,7 @@ pub fn sqlstate(e: &bini_sql::Error) -> &'static str {
         E::DatatypeMismatch(_) => "42804",
         E::InvalidTextRepresentation(_) => "22P02",
         E::InvalidDatetime(_) => "22007",
+        E::DatetimeOverflow(_) => "22008",
         E::NumericOutOfRange(_) => "22003",
         E::StringTooLong(_) => "22001",
         E::DivisionByZero => "22012",

@@ -173,7 +173,7 @@ impl Services {
                 "the caller is a node of another cluster ({cluster})"
             )));
         }
-        if !self.state.directory.is_member(node) && !self.allocated(node).await {
+        if !self.state.directory.is_member(node) && !self.allocated(node, true).await {
             return Err(Status::permission_denied(format!(
                 "node {node} is not a member of this cluster"
             )));
@@ -182,15 +182,15 @@ impl Services {
     }
 
     /// Whether the cluster has given out node id `node` (a node that joined moments ago, not
-    /// yet known here by its record or gossip). Reads the node id counter at most once a
-    /// second.
-    async fn allocated(&self, node: NodeId) -> bool {
+    /// yet known here by its record or gossip). With `throttle` (calls anyone can make),
+    /// reads the node id counter at most once a second.
+    async fn allocated(&self, node: NodeId, throttle: bool) -> bool {
         let stale = self
             .state
             .node_ids_checked
             .lock()
             .is_none_or(|t| t.elapsed() > Duration::from_secs(1));
-        if !stale {
+        if throttle && !stale {
             return false;
         }
         *self.state.node_ids_checked.lock() = Some(std::time::Instant::now());
@@ -516,10 +516,12 @@ impl NodeService for Services {
                 "a node cannot be both added and removed",
             ));
         }
-        if let Some(n) = add.iter().find(|n| !self.state.directory.is_member(**n)) {
-            return Err(Status::invalid_argument(format!(
-                "node {n} is not a member of this cluster"
-            )));
+        for n in &add {
+            if !self.state.directory.is_member(*n) && !self.allocated(*n, false).await {
+                return Err(Status::invalid_argument(format!(
+                    "node {n} is not a member of this cluster"
+                )));
+            }
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {

@@ -63,6 +63,9 @@ pub enum Error {
     /// A date or time that does not parse or does not exist.
     #[error("{0}")]
     InvalidDatetime(String),
+    /// A date, timestamp or interval outside its type's range (SQLSTATE 22008).
+    #[error("{0}")]
+    DatetimeOverflow(String),
     /// A number too large for its type.
     #[error("{0}")]
     NumericOutOfRange(String),

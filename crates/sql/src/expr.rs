@@ -613,7 +613,7 @@ pub fn binary(op: BinOp, a: Datum, b: Datum) -> Result<Datum> {
 }
 
 fn float_op(op: BinOp, x: f64, y: f64) -> Result<Datum> {
-    Ok(Datum::Float(match op {
+    let r = match op {
         BinOp::Add => x + y,
         BinOp::Sub => x - y,
         BinOp::Mul => x * y,
@@ -630,7 +630,14 @@ fn float_op(op: BinOp, x: f64, y: f64) -> Result<Datum> {
             x % y
         }
         _ => unreachable!("comparisons handled above"),
-    }))
+    };
+    // Finite operands giving an infinite result overflowed (Postgres: 22003).
+    if r.is_infinite() && x.is_finite() && y.is_finite() {
+        return Err(Error::NumericOutOfRange(
+            "value out of range: overflow".into(),
+        ));
+    }
+    Ok(Datum::Float(r))
 }
 
 fn decimal_op(op: BinOp, x: Decimal, y: Decimal) -> Result<Datum> {
@@ -696,7 +703,11 @@ pub fn cast(d: Datum, ty: &Type) -> Result<Datum> {
         (Type::Bool, String(s)) => Bool(parse_bool(&s)?),
         (t, Int(i)) if t.is_int() => Int(check_int_width(i, t)?),
         (t, Float(f)) if t.is_int() => {
-            if !f.is_finite() || f.round() < i64::MIN as f64 || f.round() > i64::MAX as f64 {
+            // i64::MAX as f64 is 2^63, itself out of range.
+            if !f.is_finite()
+                || f.round() < i64::MIN as f64
+                || f.round() >= 9.223_372_036_854_776e18
+            {
                 return Err(out_of_range());
             }
             Int(check_int_width(f.round_ties_even() as i64, t)?)
@@ -718,7 +729,20 @@ pub fn cast(d: Datum, ty: &Type) -> Result<Datum> {
             Int(check_int_width(i, t)?)
         }
         (Type::Float4, v) => match cast(v, &Type::Float8)? {
-            Float(f) => Float(f as f32 as f64),
+            Float(f) => {
+                let narrow = f as f32;
+                if f.is_finite() && (narrow.is_infinite() || (narrow == 0.0 && f != 0.0)) {
+                    return Err(Error::NumericOutOfRange(format!(
+                        "value out of range: {} for type real",
+                        if narrow.is_infinite() {
+                            "overflow"
+                        } else {
+                            "underflow"
+                        }
+                    )));
+                }
+                Float(narrow as f64)
+            }
             other => other,
         },
         (Type::Float8, Float(f)) => Float(f),
@@ -732,7 +756,7 @@ pub fn cast(d: Datum, ty: &Type) -> Result<Datum> {
                 Float(f) => {
                     use rust_decimal::prelude::FromPrimitive;
                     rust_decimal::Decimal::from_f64(f).ok_or_else(|| {
-                        Error::InvalidParameterValue(format!("{f} cannot be a decimal"))
+                        Error::NumericOutOfRange(format!("{f} is out of range for numeric"))
                     })?
                 }
                 String(s) => parse_decimal(&s)?,
@@ -813,11 +837,20 @@ pub fn parse_float(s: &str) -> Result<f64> {
         "nan" => Ok(f64::NAN),
         "infinity" | "inf" | "+infinity" => Ok(f64::INFINITY),
         "-infinity" | "-inf" => Ok(f64::NEG_INFINITY),
-        t => t.parse().map_err(|_| {
-            Error::InvalidTextRepresentation(format!(
-                "invalid input syntax for type double precision: \"{s}\""
-            ))
-        }),
+        t => {
+            let f: f64 = t.parse().map_err(|_| {
+                Error::InvalidTextRepresentation(format!(
+                    "invalid input syntax for type double precision: \"{s}\""
+                ))
+            })?;
+            // Written digits too large for a double ("1e400") overflow, as in Postgres.
+            if f.is_infinite() {
+                return Err(Error::NumericOutOfRange(format!(
+                    "\"{s}\" is out of range for type double precision"
+                )));
+            }
+            Ok(f)
+        }
     }
 }
 
@@ -885,9 +918,11 @@ pub fn parse_bytea(s: &str) -> Result<Vec<u8>> {
         if hex.len() % 2 != 0 {
             return Err(bad());
         }
-        return (0..hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|_| bad()))
+        let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8).ok_or_else(bad);
+        return hex
+            .as_bytes()
+            .chunks(2)
+            .map(|pair| Ok(digit(pair[0])? << 4 | digit(pair[1])?))
             .collect();
     }
     let b = s.as_bytes();
@@ -900,6 +935,9 @@ pub fn parse_bytea(s: &str) -> Result<Vec<u8>> {
                 i += 2;
             } else {
                 let oct = s.get(i + 1..i + 4).ok_or_else(bad)?;
+                if !oct.bytes().all(|c| (b'0'..=b'7').contains(&c)) {
+                    return Err(bad());
+                }
                 out.push(u8::from_str_radix(oct, 8).map_err(|_| bad())?);
                 i += 4;
             }

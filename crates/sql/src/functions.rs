@@ -299,7 +299,13 @@ fn arg_err(f: Func, args: &[Datum]) -> Error {
 fn int_arg(d: &Datum) -> Option<i64> {
     match d {
         Datum::Int(i) => Some(*i),
-        Datum::Float(f) => Some(*f as i64),
+        // A float argument rounds to the nearest integer; NaN, infinities and values past
+        // the i64 range are not integers (`as` would saturate them silently).
+        Datum::Float(f) => {
+            let r = f.round_ties_even();
+            (r.is_finite() && r >= i64::MIN as f64 && r < 9.223_372_036_854_776e18)
+                .then_some(r as i64)
+        }
         Datum::Decimal(d) => d.to_i64(),
         _ => None,
     }
@@ -407,8 +413,9 @@ pub fn call(f: Func, args: Vec<Datum>) -> Result<Datum> {
                 ));
             }
             let start = from.max(1);
+            // Past i64, the end is "the end of the string".
             let end = match len {
-                Some(l) => (from + l).max(start),
+                Some(l) => from.saturating_add(l).max(start),
                 None => i64::MAX,
             };
             String(
@@ -480,7 +487,14 @@ pub fn call(f: Func, args: Vec<Datum>) -> Result<Datum> {
         }
         Lpad | Rpad => {
             let text: Vec<char> = s0()?.chars().collect();
-            let len = n(1)?.clamp(0, 1 << 20) as usize;
+            let len = n(1)?.max(0);
+            if len as u64 > (MAX_RESULT_BYTES / 4) as u64 {
+                return Err(Error::ProgramLimitExceeded(format!(
+                    "{}() result is too large",
+                    if f == Lpad { "lpad" } else { "rpad" }
+                )));
+            }
+            let len = len as usize;
             let fill: Vec<char> = if args.len() > 2 {
                 s(2)?.chars().collect()
             } else {
@@ -507,8 +521,10 @@ pub fn call(f: Func, args: Vec<Datum>) -> Result<Datum> {
             match &args[0] {
                 Int(i) => Decimal(rust_decimal::Decimal::from(*i)),
                 Float(x) => {
-                    let m = 10f64.powi(digits as i32);
-                    Float((x * m).round_ties_even() / m)
+                    // Past 308 digits either way the scale factor is infinite or zero.
+                    let m = 10f64.powi(digits.clamp(-308, 308) as i32);
+                    let r = (x * m).round_ties_even() / m;
+                    Float(if r.is_finite() { r } else { *x })
                 }
                 Decimal(d) => Decimal(d.round_dp_with_strategy(
                     digits.clamp(0, 28) as u32,
@@ -571,7 +587,9 @@ pub fn call(f: Func, args: Vec<Datum>) -> Result<Datum> {
             Interval(crate::types::Interval {
                 months: 0,
                 days: 0,
-                micros: (a - b).num_microseconds().unwrap_or(i64::MAX),
+                micros: (a - b)
+                    .num_microseconds()
+                    .ok_or_else(|| Error::DatetimeOverflow("interval out of range".into()))?,
             })
         }
         JsonbTypeof => match &args[0] {
@@ -630,8 +648,9 @@ pub fn call(f: Func, args: Vec<Datum>) -> Result<Datum> {
             _ => return Err(arg_err(f, &args)),
         },
         ArrayElement => match (&args[0], int_arg(&args[1])) {
-            (String(x), Some(i)) => usize::try_from(i - 1)
-                .ok()
+            (String(x), Some(i)) => i
+                .checked_sub(1)
+                .and_then(|i| usize::try_from(i).ok())
                 .and_then(|i| parse_array(x).ok()?.into_iter().nth(i)?)
                 .map(String)
                 .unwrap_or(Null),
@@ -781,8 +800,19 @@ pub fn to_timestamptz(d: Datum) -> Result<DateTime<Utc>> {
 pub fn parse_interval(s: &str) -> Result<Interval> {
     let bad = || bad_datetime("interval", s);
     let text = s.trim().to_ascii_lowercase();
+    // Each term as a wide integer; anything past 1e30 overflows the interval anyway, and
+    // NaN or infinity is no amount at all.
+    let term = |x: f64| -> Result<i128> {
+        if !x.is_finite() {
+            return Err(bad());
+        }
+        if x.abs() > 1e30 {
+            return Err(Error::DatetimeOverflow("interval out of range".into()));
+        }
+        Ok(x.round() as i128)
+    };
     if let Ok(secs) = text.parse::<f64>() {
-        return interval_from_parts(0, 0, (secs * 1e6).round() as i128);
+        return interval_from_parts(0, 0, term(secs * 1e6)?);
     }
     let (mut months, mut days, mut micros) = (0i128, 0i128, 0i128);
     let tokens: Vec<&str> = text.split_whitespace().collect();
@@ -808,7 +838,7 @@ pub fn parse_interval(s: &str) -> Result<Interval> {
                 Some(p) => p.parse().map_err(|_| bad())?,
                 None => 0.0,
             };
-            let us = (h as i128 * 3600 + m as i128 * 60) * 1_000_000 + (sec * 1e6).round() as i128;
+            let us = (h as i128 * 3600 + m as i128 * 60) * 1_000_000 + term(sec * 1e6)?;
             micros += if neg { -us } else { us };
             i += 1;
             continue;
@@ -823,17 +853,18 @@ pub fn parse_interval(s: &str) -> Result<Interval> {
         };
         let v: f64 = num.parse().map_err(|_| bad())?;
         let unit = unit.trim_end_matches(',');
-        // Float-to-int `as` saturates; the sums are range-checked at the end.
+        // Terms are bounded (1e30), so the i128 sums cannot overflow; the sums are
+        // range-checked at the end.
         match unit {
-            "year" | "years" | "y" | "yr" | "yrs" => months += (v * 12.0) as i128,
-            "month" | "months" | "mon" | "mons" => months += v as i128,
-            "week" | "weeks" | "w" => days += (v * 7.0) as i128,
-            "day" | "days" | "d" => days += v as i128,
-            "hour" | "hours" | "h" | "hr" | "hrs" => micros += (v * 3.6e9) as i128,
-            "minute" | "minutes" | "min" | "mins" | "m" => micros += (v * 6e7) as i128,
-            "second" | "seconds" | "sec" | "secs" | "s" => micros += (v * 1e6) as i128,
-            "millisecond" | "milliseconds" | "ms" => micros += (v * 1e3) as i128,
-            "microsecond" | "microseconds" | "us" => micros += v as i128,
+            "year" | "years" | "y" | "yr" | "yrs" => months += term((v * 12.0).trunc())?,
+            "month" | "months" | "mon" | "mons" => months += term(v.trunc())?,
+            "week" | "weeks" | "w" => days += term((v * 7.0).trunc())?,
+            "day" | "days" | "d" => days += term(v.trunc())?,
+            "hour" | "hours" | "h" | "hr" | "hrs" => micros += term(v * 3.6e9)?,
+            "minute" | "minutes" | "min" | "mins" | "m" => micros += term(v * 6e7)?,
+            "second" | "seconds" | "sec" | "secs" | "s" => micros += term(v * 1e6)?,
+            "millisecond" | "milliseconds" | "ms" => micros += term(v * 1e3)?,
+            "microsecond" | "microseconds" | "us" => micros += term(v)?,
             _ => return Err(bad()),
         }
         i += 1;
@@ -844,7 +875,7 @@ pub fn parse_interval(s: &str) -> Result<Interval> {
 
 /// An interval from wide sums of its parts, or an error when a part does not fit.
 fn interval_from_parts(months: i128, days: i128, micros: i128) -> Result<Interval> {
-    let out = || Error::InvalidDatetime("interval out of range".into());
+    let out = || Error::DatetimeOverflow("interval out of range".into());
     Ok(Interval {
         months: i32::try_from(months).map_err(|_| out())?,
         days: i32::try_from(days).map_err(|_| out())?,
@@ -853,7 +884,7 @@ fn interval_from_parts(months: i128, days: i128, micros: i128) -> Result<Interva
 }
 
 fn add_interval(t: NaiveDateTime, iv: &Interval, sign: i64) -> Result<NaiveDateTime> {
-    let overflow = || Error::InvalidDatetime("timestamp out of range".into());
+    let overflow = || Error::DatetimeOverflow("timestamp out of range".into());
     let months = iv.months as i64 * sign;
     let t = if months >= 0 {
         t.checked_add_months(chrono::Months::new(months as u32))
@@ -900,11 +931,11 @@ pub fn datetime_arith(op: BinOp, a: Datum, b: Datum) -> Result<Datum> {
             n.checked_mul(sign)
                 .and_then(chrono::Duration::try_days)
                 .and_then(|days| d.checked_add_signed(days))
-                .ok_or_else(|| Error::InvalidDatetime("date out of range".into()))?,
+                .ok_or_else(|| Error::DatetimeOverflow("date out of range".into()))?,
         ),
         (Date(x), Date(y)) if sign == -1 => Int((x - y).num_days()),
-        (Timestamp(x), Timestamp(y)) if sign == -1 => Interval(micros_interval(x - y)),
-        (TimestampTz(x), TimestampTz(y)) if sign == -1 => Interval(micros_interval(x - y)),
+        (Timestamp(x), Timestamp(y)) if sign == -1 => Interval(micros_interval(x - y)?),
+        (TimestampTz(x), TimestampTz(y)) if sign == -1 => Interval(micros_interval(x - y)?),
         (Interval(x), Interval(y)) => {
             let sign = sign as i128;
             Interval(interval_from_parts(
@@ -917,13 +948,14 @@ pub fn datetime_arith(op: BinOp, a: Datum, b: Datum) -> Result<Datum> {
     })
 }
 
-fn micros_interval(d: chrono::Duration) -> Interval {
-    let us = d.num_microseconds().unwrap_or(i64::MAX);
-    Interval {
+fn micros_interval(d: chrono::Duration) -> Result<Interval> {
+    let overflow = || Error::DatetimeOverflow("interval out of range".into());
+    let us = d.num_microseconds().ok_or_else(overflow)?;
+    Ok(Interval {
         months: 0,
-        days: (us / 86_400_000_000) as i32,
+        days: i32::try_from(us / 86_400_000_000).map_err(|_| overflow())?,
         micros: us % 86_400_000_000,
-    }
+    })
 }
 
 fn date_part(field: &str, d: &Datum) -> Result<Datum> {

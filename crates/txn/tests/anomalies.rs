@@ -191,7 +191,11 @@ impl Runner {
         name: &str,
         handle: JoinHandle<Outcome>,
     ) -> Result<String, Box<dyn Error>> {
-        let (out, txn) = self.rt.block_on(handle)?;
+        // A transaction the script finishes must finish: bounded, not a hang.
+        let (out, txn) = self
+            .rt
+            .block_on(async { tokio::time::timeout(Duration::from_secs(30), handle).await })
+            .map_err(|_| format!("{name} did not finish within 30 s"))??;
         self.txns.insert(name.to_string(), txn);
         Ok(format!("{out}\n"))
     }
@@ -271,6 +275,7 @@ impl goldenscript::Runner for Runner {
 
     fn end_script(&mut self) -> Result<(), Box<dyn Error>> {
         for (name, h) in self.blocked.drain() {
+            h.abort();
             let _ = self.rt.block_on(h);
             eprintln!("{name} was still blocked at the end of the script");
         }

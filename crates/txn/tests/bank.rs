@@ -201,11 +201,7 @@ where
         t.await.expect("worker");
     }
     let v = violations.lock().clone();
-    if std::env::var("BANK_DEBUG").is_ok() {
-        eprintln!("anomalies seen: {v:?}");
-    } else {
-        assert!(v.is_empty(), "anomalies seen: {v:?}");
-    }
+    assert!(v.is_empty(), "anomalies seen: {v:?}");
     let acked = acked.lock().clone();
     Outcome {
         acked,

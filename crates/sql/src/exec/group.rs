@@ -541,11 +541,7 @@ fn finish(acc: Acc) -> Result<Datum> {
         Acc::Avg(Some(s), n) => match s {
             Datum::Decimal(d) => Datum::Decimal(crate::functions::decimal_avg(d, n)?),
             Datum::Float(f) => Datum::Float(f / n as f64),
-            Datum::Interval(i) => Datum::Interval(crate::types::Interval {
-                months: i.months / n as i32,
-                days: i.days / n as i32,
-                micros: i.micros / n,
-            }),
+            Datum::Interval(i) => Datum::Interval(interval_avg(i, n)?),
             other => {
                 return Err(Error::DatatypeMismatch(format!(
                     "cannot average {}",
@@ -556,5 +552,22 @@ fn finish(acc: Acc) -> Result<Datum> {
         Acc::MinMax(m) => m.unwrap_or(Datum::Null),
         Acc::StringAgg(s) => s.map(Datum::String).unwrap_or(Datum::Null),
         Acc::Bool(b) => b.map(Datum::Bool).unwrap_or(Datum::Null),
+    })
+}
+
+/// An interval sum divided by a count, as Postgres divides intervals: the remainder of the
+/// months carries into days (30 a month), the days' into microseconds, in wide integers (a
+/// count past 2^31 must not wrap).
+fn interval_avg(sum: crate::types::Interval, n: i64) -> Result<crate::types::Interval> {
+    const DAY_US: i128 = 86_400_000_000;
+    let n = i128::from(n.max(1));
+    let months = i128::from(sum.months);
+    let days = i128::from(sum.days) + (months % n) * 30;
+    let micros = i128::from(sum.micros) + (days % n) * DAY_US;
+    let overflow = || Error::DatetimeOverflow("interval out of range".into());
+    Ok(crate::types::Interval {
+        months: i32::try_from(months / n).map_err(|_| overflow())?,
+        days: i32::try_from(days / n).map_err(|_| overflow())?,
+        micros: i64::try_from(micros / n).map_err(|_| overflow())?,
     })
 }

@@ -357,7 +357,11 @@ impl Context<'_> {
                 let x = self.bind(expr, scope).await?;
                 match op {
                     ast::UnaryOperator::Minus => match x {
-                        Expr::Literal(Datum::Int(i)) => Expr::Literal(Datum::Int(-i)),
+                        Expr::Literal(Datum::Int(i)) => {
+                            Expr::Literal(Datum::Int(i.checked_neg().ok_or_else(|| {
+                                Error::NumericOutOfRange("bigint out of range".into())
+                            })?))
+                        }
                         Expr::Literal(Datum::Decimal(d)) => Expr::Literal(Datum::Decimal(-d)),
                         x => Expr::Neg(b(x)),
                     },

@@ -217,15 +217,29 @@ pub async fn must_table(ctx: &mut Context<'_>, n: &ast::ObjectName) -> Result<Ta
 /// Converts a declared SQL type.
 pub fn sql_type(dt: &ast::DataType) -> Result<Type> {
     use ast::DataType as D;
-    let len = |l: &Option<ast::CharacterLength>| match l {
-        Some(ast::CharacterLength::IntegerLength { length, .. }) => Some(*length as u32),
-        _ => None,
+    // Postgres's limit on a declared length; past it a CHAR(n) pad alone could take
+    // gigabytes.
+    const MAX_LENGTH: u64 = 10_485_760;
+    let len = |l: &Option<ast::CharacterLength>| -> Result<Option<u32>> {
+        match l {
+            Some(ast::CharacterLength::IntegerLength { length, .. }) => {
+                if *length == 0 || *length > MAX_LENGTH {
+                    return Err(Error::InvalidParameterValue(format!(
+                        "length for a character type must be between 1 and {MAX_LENGTH}"
+                    )));
+                }
+                Ok(Some(*length as u32))
+            }
+            _ => Ok(None),
+        }
     };
     let decimal = |info: &ast::ExactNumberInfo| -> Result<Type> {
+        let num = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+        let scale_of = |s: &i64| u32::try_from(*s).unwrap_or(u32::MAX);
         let (precision, scale) = match info {
             ast::ExactNumberInfo::None => (None, None),
-            ast::ExactNumberInfo::Precision(p) => (Some(*p as u32), Some(0)),
-            ast::ExactNumberInfo::PrecisionAndScale(p, s) => (Some(*p as u32), Some(*s as u32)),
+            ast::ExactNumberInfo::Precision(p) => (Some(num(*p)), Some(0)),
+            ast::ExactNumberInfo::PrecisionAndScale(p, s) => (Some(num(*p)), Some(scale_of(s))),
         };
         if precision.is_some_and(|p| p == 0 || p > 28) {
             return Err(Error::InvalidParameterValue(
@@ -252,11 +266,11 @@ pub fn sql_type(dt: &ast::DataType) -> Result<Type> {
         D::Float(_) => Type::Float8,
         D::Numeric(i) | D::Decimal(i) | D::Dec(i) => decimal(i)?,
         D::Varchar(l) | D::CharacterVarying(l) | D::CharVarying(l) => Type::String {
-            max_len: len(l),
+            max_len: len(l)?,
             fixed: false,
         },
         D::Char(l) | D::Character(l) => Type::String {
-            max_len: Some(len(l).unwrap_or(1)),
+            max_len: Some(len(l)?.unwrap_or(1)),
             fixed: true,
         },
         D::Text | D::String(_) => Type::TEXT,
