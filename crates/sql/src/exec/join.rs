@@ -17,13 +17,13 @@ use crate::catalog::TableDesc;
 use crate::encoding::encode_key_datum;
 use crate::error::{Error, Result};
 use crate::expr::Expr;
-use crate::memory::{row_bytes, Growth, Reservation};
+use crate::memory::{Growth, Reservation};
 use crate::plan::{BoxFuture, JoinKind, Lookup, Row, LOOKUP_JOIN_MAX_ROWS};
 use crate::types::{Datum, Type};
 
 use super::group::RowKey;
 use super::scan::scan_table;
-use super::{BoxSource, Exec, Source, BATCH_ROWS};
+use super::{read_rows, BoxSource, Exec, Source, BATCH_ROWS};
 
 /// What a join computes.
 pub struct JoinSpec {
@@ -210,13 +210,8 @@ impl Source for HashJoin {
     fn next<'a>(&'a mut self, cx: &'a mut Exec<'_>) -> BoxFuture<'a, Result<Option<Vec<Row>>>> {
         crate::stack::deep(async move {
             if let Some(mut right) = self.right.take() {
-                let mut rows = Vec::new();
-                let mut growth = Growth::default();
-                while let Some(batch) = right.next(cx).await? {
-                    self.mem.grow(batch.iter().map(row_bytes).sum())?;
-                    rows.extend(batch);
-                    growth.vec(&rows, &mut self.mem)?;
-                }
+                let (rows, _) =
+                    read_rows(right.as_mut(), cx, Some(&mut self.mem), usize::MAX).await?;
                 self.build = Some(Build::new(rows, &self.spec, &mut self.mem)?);
             }
             let Some(build) = self.build.as_mut() else {
@@ -296,21 +291,14 @@ impl LookupJoin {
     async fn next_chunk(&mut self, cx: &mut Exec<'_>) -> Result<bool> {
         self.chunk = None;
         self.mem.clear();
-        let mut left = Vec::new();
-        let mut growth = Growth::default();
-        while left.len() < LOOKUP_JOIN_MAX_ROWS {
-            match self.left.next(cx).await? {
-                Some(batch) => {
-                    self.mem.grow(batch.iter().map(row_bytes).sum())?;
-                    left.extend(batch);
-                    growth.vec(&left, &mut self.mem)?;
-                }
-                None => {
-                    self.left_done = true;
-                    break;
-                }
-            }
-        }
+        let (left, ended) = read_rows(
+            self.left.as_mut(),
+            cx,
+            Some(&mut self.mem),
+            LOOKUP_JOIN_MAX_ROWS,
+        )
+        .await?;
+        self.left_done = ended;
         if left.is_empty() {
             return Ok(false);
         }

@@ -212,16 +212,35 @@ pub fn build(node: Node, mem: &Reservation) -> Result<BoxSource> {
 pub fn collect<'a>(node: Node, cx: &'a mut Exec<'_>) -> BoxFuture<'a, Result<Vec<Row>>> {
     crate::stack::deep(async move {
         let mut source = build(node, cx.held)?;
-        let mut rows = Vec::new();
-        let mut growth = Growth::default();
-        while let Some(batch) = source.next(cx).await? {
-            let bytes: u64 = batch.iter().map(row_bytes).sum();
-            cx.held.grow(bytes)?;
-            rows.extend(batch);
-            growth.vec(&rows, cx.held)?;
-        }
+        let (rows, _) = read_rows(source.as_mut(), cx, None, usize::MAX).await?;
         Ok(rows)
     })
+}
+
+/// Reads `source` until it ends or `max` rows are in, reserving them (and the vector's
+/// growth) in `mem`, or in the statement's own memory for `None`. Returns the rows and whether
+/// the source ended.
+pub(crate) async fn read_rows(
+    source: &mut dyn Source,
+    cx: &mut Exec<'_>,
+    mut mem: Option<&mut Reservation>,
+    max: usize,
+) -> Result<(Vec<Row>, bool)> {
+    let mut rows = Vec::new();
+    let mut growth = Growth::default();
+    while rows.len() < max {
+        let Some(batch) = source.next(cx).await? else {
+            return Ok((rows, true));
+        };
+        let m = match mem.as_deref_mut() {
+            Some(m) => m,
+            None => &mut *cx.held,
+        };
+        m.grow(batch.iter().map(row_bytes).sum())?;
+        rows.extend(batch);
+        growth.vec(&rows, m)?;
+    }
+    Ok((rows, false))
 }
 
 /// `VALUES` rows, evaluated as they are pulled.
