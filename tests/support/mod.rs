@@ -15,8 +15,12 @@ use bini_proto::{request, BatchRequest, DebugRange, Request, Response};
 use tonic::transport::Channel;
 
 /// The `bini` binary built alongside the tests (`cargo build --workspace` puts it next to the
-/// test executables' parent directory).
+/// test executables' parent directory), or the one `BINI_BIN` names (to run the end-to-end
+/// tests against another build, such as the release binary).
 pub fn bini_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("BINI_BIN") {
+        return PathBuf::from(path);
+    }
     let exe = std::env::current_exe().expect("test executable path");
     // Tests live in `<profile>/deps/`, binaries such as the benchmarks in `<profile>/`.
     let dir = exe.parent().expect("executable directory");
